@@ -1,0 +1,194 @@
+"""Affine layers with their log|det W| term, under the four gradient modes.
+
+Notation (row-vector batches, as ``torch.nn.Linear``): a layer maps x (B×D) to y = x Wᵀ + 1bᵀ. The mean negative
+log-likelihood L of a flow contains, for every layer, a data part (through y) and the term −log|det W|. Each layer
+returns the pair ``(y, ld)`` and the loss is built as ``data_terms(y) − Σ_k ld_k``, so autograd hands every layer
+two upstream gradients:
+
+- gy = ∂L/∂y (B×D), already holding the 1/B of the batch mean;
+- c = ∂L/∂ld, a scalar: −1 for the mean NLL, −S when the loss is multiplied by S (AMP loss scaling, weighting).
+
+Carrying c from autograd instead of hard-coding −1 keeps every mode correct under loss scaling and reweighting.
+
+The Euclidean gradients are then
+
+    G_W = gyᵀ x + c W⁻ᵀ,     g_b = gyᵀ 1.
+
+Relative gradient (Amari; Cardoso & Laheld), with the bias folded into the augmented matrix W̃ = [[W, b], [0, 1]]
+acting on [x; 1]: R̃ = G̃ W̃ᵀW̃ where G̃ = [G_W, g_b]. Writing out W̃ᵀW̃ = [[WᵀW, Wᵀb], [bᵀW, bᵀb + 1]]:
+
+    R_W = G_W WᵀW + g_b bᵀW,        R_b = G_W Wᵀb + g_b (1 + bᵀb).
+
+Substituting G_W and g_b, and using x Wᵀ + 1bᵀ = y:
+
+    R_W = gyᵀ (y W) + c W,           R_b = gyᵀ (y b + 1) + c b.
+
+So the log-det part W⁻ᵀ becomes W (and b): no inverse, no determinant. The data part costs two (B×D)(D×D)-sized
+products, y W and gyᵀ (yW), and never a D×D·D×D product; x is not even needed. Without bias: R_W = gyᵀ (y W) + c W
+with y = x Wᵀ, the same formula.
+
+Modes (``GRADIENT_MODES``):
+
+- ``relative``: the relative gradient above. The value of ``ld`` is 0: log|det W| is never computed in the step
+  (it would cost O(D³)), so a relative-mode loss is the data part of the NLL only;
+- ``euclidean``: the exact Euclidean gradient, W⁻ᵀ from the LU factorisation of W (computed once in the forward
+  pass, which also gives the exact log|det W| = Σ log|U_ii| as the value of ``ld``);
+- ``autograd_logdet``: ``torch.linalg.slogdet`` inside the autograd graph (value and gradient exact);
+- ``no_logdet``: plain backprop of the data part, no log-det term at all. Not a valid objective: it is the speed
+  floor the benchmarks compare against.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+GRADIENT_MODES: tuple[str, ...] = ("relative", "euclidean", "autograd_logdet", "no_logdet")
+
+
+def check_gradient_mode(mode: str) -> str:
+    """Return ``mode`` if it names a gradient mode, else raise a ValueError listing the choices."""
+    if mode not in GRADIENT_MODES:
+        raise ValueError(f"unknown gradient mode {mode!r}; choose one of: {', '.join(GRADIENT_MODES)}")
+    return mode
+
+
+class RelativeAffine(torch.autograd.Function):
+    """(x, W, b) ↦ (y = x Wᵀ + b, ld = 0) whose backward returns the relative gradients R_W and R_b.
+
+    Forward costs one B·D² product; backward three (gy W for the input, y W, gyᵀ(yW)): about 4/3 of plain
+    backprop. Saves y (the output) and W only. Parameter gradients are produced in the parameters' dtype, so
+    mixed precision (autocast) leaves them in full precision.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        y = F.linear(x, weight, bias)
+        ctx.save_for_backward(y, weight, bias)
+        ld = torch.zeros((), dtype=weight.dtype, device=weight.device)
+        return y, ld
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: torch.Tensor, c: torch.Tensor):
+        y, weight, bias = ctx.saved_tensors
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = gy.mm(weight.to(gy.dtype))
+        if ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2]):
+            p = weight.dtype
+            gy_p, y_p, c_p = gy.to(p), y.to(p), c.to(p)
+            if ctx.needs_input_grad[1]:
+                v = y_p.mm(weight)  # (B, D): y W
+                gw = gy_p.mT.mm(v)  # gyᵀ (y W)
+                gw.addcmul_(weight, c_p)  # + c W
+            if bias is not None and ctx.needs_input_grad[2]:
+                s = y_p.mv(bias).add_(1.0)  # y b + 1, one scalar per sample
+                gb = gy_p.mT.mv(s).addcmul_(bias, c_p)  # gyᵀ (y b + 1) + c b
+        return gx, gw, gb
+
+
+class LULogAbsDet(torch.autograd.Function):
+    """W ↦ log|det W| from an LU factorisation; backward c·W⁻ᵀ by solving Wᵀ X = I with the same factors.
+
+    log|det W| = Σ_i log|U_ii| for W = P L U (L unit-diagonal). O(D³) forward and backward: this is the exact
+    Euclidean baseline, not something to use in training.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor):
+        lu, pivots, _ = torch.linalg.lu_factor_ex(weight)
+        ctx.save_for_backward(lu, pivots)
+        return lu.diagonal().abs().log().sum()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, c: torch.Tensor):
+        lu, pivots = ctx.saved_tensors
+        eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device)
+        inv_t = torch.linalg.lu_solve(lu, pivots, eye, adjoint=True)  # W⁻ᵀ
+        return inv_t.mul_(c.to(lu.dtype))
+
+
+def affine_with_logdet(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mode: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply y = x Wᵀ + b and return ``(y, ld)`` where ld stands for log|det W| under gradient ``mode``.
+
+    ``ld`` is None in ``no_logdet`` mode and a zero-valued scalar in ``relative`` mode (see the module docstring).
+    """
+    if mode == "relative":
+        return RelativeAffine.apply(x, weight, bias)
+    y = F.linear(x, weight, bias)
+    if mode == "no_logdet":
+        return y, None
+    if mode == "euclidean":
+        return y, LULogAbsDet.apply(weight)
+    if mode == "autograd_logdet":
+        return y, torch.linalg.slogdet(weight).logabsdet
+    raise ValueError(f"unknown gradient mode {mode!r}; choose one of: {', '.join(GRADIENT_MODES)}")
+
+
+class SmoothLeakyReLU(torch.autograd.Function):
+    """y ↦ (σ(y), Σ_i log σ′(y_i)) fused, with a hand-written backward.
+
+    σ(y) = α y + (1−α) softplus(y),   σ′(y) = α + (1−α) s,   s = sigmoid(y),
+    d/dy log σ′(y) = (1−α) s (1−s) / σ′(y).
+
+    Backward: gy = gz · σ′(y) + g_logdet · (1−α) s (1−s) / σ′(y). Saves s only.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, alpha: float):
+        s = torch.sigmoid(y)
+        z = F.softplus(y).mul_(1.0 - alpha).add_(y, alpha=alpha)
+        dsig = s * (1.0 - alpha) + alpha
+        logdet = dsig.log().sum(-1)
+        ctx.alpha = alpha
+        ctx.save_for_backward(s)
+        return z, logdet
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gz: torch.Tensor, glog: torch.Tensor):
+        (s,) = ctx.saved_tensors
+        a = ctx.alpha
+        dsig = s * (1.0 - a) + a
+        # (1−α) s (1−s) / σ′, times the per-sample upstream gradient of the log-det sum
+        curv = s * (1.0 - s)
+        curv.mul_(1.0 - a).div_(dsig).mul_(glog.unsqueeze(-1))
+        gy = dsig.mul_(gz).add_(curv)
+        return gy, None
+
+
+def smooth_leaky_relu(y: torch.Tensor, alpha: float) -> torch.Tensor:
+    """σ(y) = α y + (1−α) softplus(y): monotone, convex, slope in (α, 1)."""
+    return F.softplus(y) * (1.0 - alpha) + alpha * y
+
+
+def smooth_leaky_relu_inverse(
+    z: torch.Tensor, alpha: float, *, tol: float | None = None, max_iter: int = 100
+) -> torch.Tensor:
+    """Solve σ(y) = z element-wise by Newton's method, vectorized.
+
+    σ is increasing and convex, and σ(y) ≥ y, σ(y) ≥ α y for every y. Hence the root y* satisfies y* ≤ z, and
+    y* ≤ z/α when z < 0; starting from y₀ = z (z ≥ 0) or z/α (z < 0) puts σ(y₀) ≥ z, and Newton's iterates for a
+    convex increasing function started right of the root decrease monotonically to it (no overshoot, no
+    divergence). Stops when every step satisfies |Δ| ≤ tol·(1 + |y|); tol defaults to 4·eps of the dtype.
+    Raises RuntimeError if that does not happen within ``max_iter`` steps (it does in a handful in practice).
+    """
+    if tol is None:
+        tol = 4.0 * torch.finfo(z.dtype).eps
+    y = torch.where(z < 0, z / alpha, z)
+    for _ in range(max_iter):
+        s = torch.sigmoid(y)
+        f = smooth_leaky_relu(y, alpha) - z
+        step = f / (s * (1.0 - alpha) + alpha)
+        y = y - step
+        if bool((step.abs() <= tol * (1.0 + y.abs())).all()):
+            return y
+    raise RuntimeError(
+        f"inverting the smooth leaky-ReLU did not converge in {max_iter} Newton steps (tol={tol:g}); "
+        "the input holds non-finite or extreme values"
+    )
