@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/relgrad-train $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

@@ -155,7 +155,7 @@ class InvertibleMLP(nn.Module):
             if ld is not None:
                 lds.append(ld)
             if k < last:
-                h, ls = SmoothLeakyReLU.apply(h, self.alpha)
+                h, ls, _ = SmoothLeakyReLU.apply(h, self.alpha)
                 log_dsigma = log_dsigma + ls
         return h, log_dsigma, lds
 

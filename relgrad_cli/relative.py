@@ -62,12 +62,18 @@ class RelativeAffine(torch.autograd.Function):
     mixed precision (autocast) leaves them in full precision.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
         y = F.linear(x, weight, bias)
-        ctx.save_for_backward(y, weight, bias)
         ld = torch.zeros((), dtype=weight.dtype, device=weight.device)
         return y, ld
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, weight, bias = inputs
+        ctx.save_for_backward(output[0], weight, bias)
 
     @staticmethod
     @once_differentiable
@@ -96,15 +102,22 @@ class LULogAbsDet(torch.autograd.Function):
     Euclidean baseline, not something to use in training.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, weight: torch.Tensor):
+    def forward(weight: torch.Tensor):
         lu, pivots, _ = torch.linalg.lu_factor_ex(weight)
+        return lu.diagonal().abs().log().sum(), lu, pivots
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, lu, pivots = output
+        ctx.mark_non_differentiable(lu, pivots)
         ctx.save_for_backward(lu, pivots)
-        return lu.diagonal().abs().log().sum()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, c: torch.Tensor):
+    def backward(ctx, c: torch.Tensor, _glu: torch.Tensor, _gpiv: torch.Tensor):
         lu, pivots = ctx.saved_tensors
         eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device)
         inv_t = torch.linalg.lu_solve(lu, pivots, eye, adjoint=True)  # W⁻ᵀ
@@ -124,7 +137,7 @@ def affine_with_logdet(
     if mode == "no_logdet":
         return y, None
     if mode == "euclidean":
-        return y, LULogAbsDet.apply(weight)
+        return y, LULogAbsDet.apply(weight)[0]
     if mode == "autograd_logdet":
         return y, torch.linalg.slogdet(weight).logabsdet
     raise ValueError(f"unknown gradient mode {mode!r}; choose one of: {', '.join(GRADIENT_MODES)}")
@@ -139,27 +152,31 @@ class SmoothLeakyReLU(torch.autograd.Function):
     Backward: gy = gz · σ′(y) + g_logdet · (1−α) s (1−s) / σ′(y). Saves s only.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, y: torch.Tensor, alpha: float):
+    def forward(y: torch.Tensor, alpha: float):
         s = torch.sigmoid(y)
         z = F.softplus(y).mul_(1.0 - alpha).add_(y, alpha=alpha)
         dsig = s * (1.0 - alpha) + alpha
         logdet = dsig.log().sum(-1)
-        ctx.alpha = alpha
-        ctx.save_for_backward(s)
-        return z, logdet
+        return z, logdet, s
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.alpha = inputs[1]
+        ctx.mark_non_differentiable(output[2])
+        ctx.save_for_backward(output[2])
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gz: torch.Tensor, glog: torch.Tensor):
+    def backward(ctx, gz: torch.Tensor, glog: torch.Tensor, _gs: torch.Tensor):
         (s,) = ctx.saved_tensors
         a = ctx.alpha
         dsig = s * (1.0 - a) + a
-        # (1−α) s (1−s) / σ′, times the per-sample upstream gradient of the log-det sum
-        curv = s * (1.0 - s)
-        curv.mul_(1.0 - a).div_(dsig).mul_(glog.unsqueeze(-1))
-        gy = dsig.mul_(gz).add_(curv)
-        return gy, None
+        curv = (s * (1.0 - s)).mul_(1.0 - a).div_(dsig)  # d/dy log σ′(y) = (1−α) s (1−s) / σ′
+        # out of place where an upstream gradient enters, so torch.func.vmap/jacrev can batch over it
+        return torch.addcmul(gz * dsig, curv, glog.unsqueeze(-1)), None
 
 
 def smooth_leaky_relu(y: torch.Tensor, alpha: float) -> torch.Tensor:

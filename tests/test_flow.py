@@ -167,8 +167,8 @@ def test_fused_activation_against_autograd():
     from relgrad_cli.relative import SmoothLeakyReLU
 
     y = (torch.randn(6, 4, dtype=torch.float64) * 4).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: SmoothLeakyReLU.apply(t, 0.2), (y,))
-    z, ld = SmoothLeakyReLU.apply(y, 0.2)
+    assert torch.autograd.gradcheck(lambda t: SmoothLeakyReLU.apply(t, 0.2)[:2], (y,))
+    z, ld, _ = SmoothLeakyReLU.apply(y, 0.2)
     assert torch.allclose(z, 0.2 * y + 0.8 * F.softplus(y), rtol=1e-14, atol=0)
     assert torch.allclose(ld, torch.log(0.2 + 0.8 * torch.sigmoid(y)).sum(-1), rtol=1e-14, atol=0)
 
@@ -340,3 +340,13 @@ def test_cuda_matches_cpu(mode):
 def test_bad_input_raises_value_error(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_torch_func_jacobian_through_the_flow():
+    """The fused custom Functions support torch.func transforms (jacrev, vmap)."""
+    flow = perturbed_flow(dim=4, depth=3)
+    x = data(n=3, dim=4)
+    jac = torch.func.vmap(torch.func.jacrev(lambda v: flow.transform(v[None], "no_logdet")[0][0]))(x)
+    for i in range(3):
+        ref = torch.func.jacrev(lambda v: reference_forward(flow, v[None])[0][0])(x[i])
+        assert torch.allclose(jac[i], ref, rtol=1e-12, atol=1e-12)

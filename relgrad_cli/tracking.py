@@ -1,0 +1,117 @@
+"""Run records: our own metrics.jsonl and summary.json (the source of truth for reports), mirrored to W&B.
+
+Every file W&B writes stays inside the run folder: WANDB_DIR, WANDB_CACHE_DIR, WANDB_DATA_DIR and WANDB_CONFIG_DIR
+are pointed there before ``wandb`` is imported. One W&B run per job, always finished (``finish`` in a ``finally``
+of the caller, with a non-zero exit code when the job failed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file in the same folder, then rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+class Tracker:
+    """Appends records to ``metrics.jsonl`` and mirrors them (and the summary, and images) to W&B when enabled."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        wandb_mode: str = "disabled",
+        project: str = "relgrad",
+        entity: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        config: dict | None = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        self.wandb_run = None
+        if wandb_mode != "disabled":
+            wdir = self.run_dir / "wandb"
+            for var, sub in (
+                ("WANDB_DIR", ""),
+                ("WANDB_CACHE_DIR", "cache"),
+                ("WANDB_DATA_DIR", "data"),
+                ("WANDB_CONFIG_DIR", "config"),
+            ):
+                (wdir / sub).mkdir(parents=True, exist_ok=True)
+                os.environ[var] = str(self.run_dir if var == "WANDB_DIR" else wdir / sub)
+            os.environ.setdefault("WANDB_SILENT", "true")
+            import wandb
+
+            self.wandb_run = wandb.init(
+                project=project,
+                entity=entity,
+                group=group,
+                name=name,
+                tags=list(tags or []),
+                config=config,
+                mode=wandb_mode,
+                dir=str(self.run_dir),
+                reinit="finish_previous",
+            )
+
+    def log(self, record: dict[str, Any]) -> None:
+        """One JSON line; W&B gets the numeric fields under ``<split>/<key>`` at the record's step."""
+        self._metrics.write(json.dumps(_jsonable(record)) + "\n")
+        if self.wandb_run is not None:
+            split = record.get("split", "train")
+            data = {
+                f"{split}/{k}": v
+                for k, v in record.items()
+                if k not in ("split", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            self.wandb_run.log(data, step=int(record.get("step", 0)))
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.run_dir / "summary.json", summary)
+        if self.wandb_run is not None:
+            for k, v in _jsonable(summary).items():
+                if v is not None:
+                    self.wandb_run.summary[k] = v
+
+    def image(self, key: str, path: Path) -> None:
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Image(str(path))})
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._metrics.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish(exit_code=exit_code)
+            self.wandb_run = None

@@ -1,0 +1,281 @@
+"""``relgrad-train``: the Hydra experiment runner.
+
+compose config → load data → build the flow → fit → evaluate the best checkpoint on test → write the run folder.
+
+Every run folder holds ``metrics.jsonl``, ``summary.json``, ``checkpoints/{best,last}.pt``, Hydra's ``.hydra/``,
+pictures (``samples.png`` for images, ``density.png`` for 2-D data) and, with the W&B logger, ``wandb/``.
+torch and wandb are imported inside the task so ``--help`` and tab completion stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, check_config, register_configs
+
+
+def conf_path() -> str:
+    """The installed package's ``relgrad_cli/conf`` when present (wheel), else the checkout's ``conf/``."""
+    from importlib.resources import files
+
+    if files("relgrad_cli").joinpath("conf", "config.yaml").is_file():
+        return "pkg://relgrad_cli.conf"
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from .data.base import DatasetError
+
+    return (ConfigError, DatasetError)
+
+
+def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns the summary (also written to ``summary.json``)."""
+    check_config(cfg)
+    import numpy as np
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from .data import DatasetError, load_dataset
+    from .fit import FitState, fit, load_checkpoint, log_likelihoods, save_checkpoint
+    from .flow import INITS, InvertibleMLP
+    from .metrics import amari_distance, mean_and_2se, mean_corr_coef
+    from .priors import prior_names
+    from .tracking import Tracker
+
+    m = cfg.model
+    if m.prior != "auto" and m.prior not in prior_names():
+        raise ConfigError(f"model.prior={m.prior!r} is not allowed: choose auto, {', '.join(prior_names())}")
+    if m.init not in INITS:
+        raise ConfigError(f"model.init={m.init!r} is not allowed: choose {', '.join(INITS)}")
+    group = None
+    if run_dir is None:
+        hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
+        if hc.mode == RunMode.MULTIRUN:
+            group = Path(hc.sweep.dir).name
+    run_dir = Path(run_dir)
+    t, o, m = cfg.trainer, cfg.optim, cfg.model
+    gradient, step_rule = str(o.gradient.value), str(o.step.value)
+
+    # -- data -----------------------------------------------------------------------------------------------
+    options = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in ("name", "root")}
+    ds = load_dataset(cfg.data.name, cfg.data.root, **options)
+    for split, arr in ds.splits().items():
+        if arr.ndim != 2 or arr.shape[1] != ds.dim or arr.shape[0] == 0:
+            raise DatasetError(f"{ds.name}: the {split} split has shape {arr.shape}, expected (N>0, {ds.dim})")
+        if not np.isfinite(arr).all():
+            raise DatasetError(f"{ds.name}: the {split} split contains NaN or infinite values; check the files")
+
+    # -- device, dtype, seeds ---------------------------------------------------------------------------------
+    if t.num_threads > 0:
+        torch.set_num_threads(t.num_threads)
+    device = torch.device(
+        "cuda" if (t.device == "auto" and torch.cuda.is_available()) else ("cpu" if t.device == "auto" else t.device)
+    )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={t.device} but no CUDA device is available; use trainer.device=cpu")
+    dtype = {"float32": torch.float32, "float64": torch.float64}[t.dtype.value]
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train, val, test = (torch.as_tensor(a, dtype=dtype).to(device) for a in (ds.train, ds.val, ds.test))
+
+    prior = m.prior if m.prior != "auto" else (ds.truth.source if ds.truth is not None else "gaussian")
+    try:
+        flow = InvertibleMLP(
+            ds.dim, m.depth, alpha=m.alpha, bias=m.bias, prior=prior, init=m.init, dtype=dtype, device=device
+        )
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+    flow.check_inputs = False  # validated once above
+    params = flow.parameters()
+    if step_rule == "adam":
+        optimizer = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+    # -- resume ----------------------------------------------------------------------------------------------
+    ckpt_dir = run_dir / "checkpoints"
+    state = FitState()
+    resume_from = None
+    if t.resume == "auto":
+        resume_from = ckpt_dir / "last.pt" if (ckpt_dir / "last.pt").exists() else None
+    elif t.resume != "never":
+        resume_from = Path(t.resume)
+        if not resume_from.is_file():
+            raise ConfigError(f"trainer.resume={t.resume}: no such checkpoint file; use never, auto or a path")
+    if resume_from is not None:
+        ck = load_checkpoint(resume_from, device)
+        flow.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        generator.set_state(ck["generator"])
+        state = FitState(**ck["state"])
+        print(f"resuming from {resume_from} at epoch {state.epoch}, step {state.step}")
+
+    # -- fit -------------------------------------------------------------------------------------------------
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    tracker = Tracker(
+        run_dir,
+        wandb_mode=cfg.logger.mode.value if cfg.logger.name == "wandb" else "disabled",
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=group,
+        name=f"{group}/{run_dir.name}" if group else run_dir.name,
+        tags=list(cfg.logger.tags),
+        config=resolved,
+    )
+    exit_code = 1
+    try:
+        started = time.perf_counter()
+        state = fit(
+            flow,
+            optimizer,
+            train,
+            val,
+            gradient=gradient,
+            max_epochs=t.max_epochs,
+            batch_size=t.batch_size,
+            patience=t.patience,
+            min_delta=t.min_delta,
+            eval_every=t.eval_every,
+            eval_batch_size=t.eval_batch_size,
+            log_every=t.log_every,
+            tracker=tracker,
+            checkpoint_dir=ckpt_dir,
+            generator=generator,
+            state=state,
+            progress=t.progress,
+        )
+        fit_seconds = time.perf_counter() - started
+
+        # -- evaluate the best checkpoint on test ----------------------------------------------------------
+        best = ckpt_dir / "best.pt"
+        if best.exists():
+            flow.load_state_dict(load_checkpoint(best, device)["model"])
+        else:  # resumed a finished run: keep the weights we have
+            save_checkpoint(best, flow, None, state)
+        flow.eval()
+        test_lls = log_likelihoods(flow, test, t.eval_batch_size)
+        test_ll, test_2se = mean_and_2se(test_lls)
+        summary: dict[str, Any] = {
+            "dataset": ds.name,
+            "dim": ds.dim,
+            "depth": m.depth,
+            "model": m.name,
+            "prior": prior,
+            "alpha": m.alpha,
+            "gradient": gradient,
+            "optim": o.name,
+            "step_rule": step_rule,
+            "lr": o.lr,
+            "batch_size": t.batch_size,
+            "seed": cfg.seed,
+            "epochs": state.epoch,
+            "best_epoch": state.best_epoch,
+            "stopped_early": state.stopped_early,
+            "steps": state.step,
+            "train_seconds": state.train_seconds,
+            "fit_seconds": fit_seconds,
+            "median_step_ms": statistics.median(state.step_ms) if state.step_ms else None,
+            "best_val_ll": state.best_val_ll,
+            "test_ll": test_ll,
+            "test_ll_2se": test_2se,
+            "n_train": int(train.shape[0]),
+            "n_test": int(test.shape[0]),
+            "device": str(device),
+            "dtype": t.dtype.value,
+            "num_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+            "loss_includes_logdet": gradient in ("euclidean", "autograd_logdet"),
+            "data_info": ds.info,
+            "run_dir": str(run_dir),
+        }
+        if ds.image_shape is not None:
+            from .data.images import bits_per_dim
+
+            summary["bits_per_dim"] = bits_per_dim(ds.test, test_lls, ds.logit_alpha, ds.levels)
+        if ds.truth is not None:
+            true_ll = float(np.mean(ds.truth.test_log_prob))
+            summary["true_test_ll"] = true_ll
+            summary["nll_gap_per_dim"] = (true_ll - test_ll) / ds.dim
+            with torch.no_grad():
+                z = flow(test).double().cpu().numpy()
+            summary["mcc"] = mean_corr_coef(z, ds.truth.test_sources)
+            summary["amari"] = None
+            if ds.truth.mixing is not None and m.depth == 1:
+                w = flow.layers[0].weight.detach().double().cpu().numpy()
+                summary["amari"] = amari_distance(w @ ds.truth.mixing)
+        _pictures(flow, ds, run_dir, t.samples, tracker)
+        tracker.summary(summary)
+        exit_code = 0
+        return summary
+    finally:
+        tracker.finish(exit_code)
+
+
+def _pictures(flow: Any, ds: Any, run_dir: Path, n_samples: int, tracker: Any) -> None:
+    """samples.png for image data, density.png for 2-D data."""
+    from . import plots
+
+    if ds.image_shape is not None and n_samples > 0:
+        path = plots.sample_grid(flow, ds, run_dir / "samples.png", n_samples)
+        tracker.image("samples", path)
+    if ds.dim == 2:
+        path = plots.density_2d(flow, ds, run_dir / "density.png")
+        tracker.image("density", path)
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    line = f"{s['dataset']} (D={s['dim']}), {s['gradient']} gradient + {s['step_rule']}"
+    print(line)
+    print(
+        f"  test log-likelihood  {s['test_ll']:.4f} ± {s['test_ll_2se']:.4f} nats (best val {s['best_val_ll']:.4f},"
+        f" epoch {s['best_epoch']} of {s['epochs']})"
+    )
+    if "true_test_ll" in s:
+        print(
+            f"  true log-likelihood  {s['true_test_ll']:.4f} nats; gap {s['nll_gap_per_dim']:.4f} nats/dim;"
+            f" MCC {s['mcc']:.3f}" + (f"; Amari {s['amari']:.4f}" if s.get("amari") is not None else "")
+        )
+    if "bits_per_dim" in s:
+        print(f"  bits/dim             {s['bits_per_dim']:.4f}")
+    print(
+        f"  time                 {s['train_seconds']:.1f} s training, median step {s['median_step_ms']:.3f} ms,"
+        f" {s['steps']} steps"
+    )
+    print(f"  run folder           {s['run_dir']}")
+
+
+def task(cfg: Any) -> float:
+    """Hydra task: returns the best validation log-likelihood (for sweepers that optimise it)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        summary = run(cfg)
+    except _user_error_types() as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"relgrad-train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print_summary(summary)
+    return float(summary["best_val_ll"])
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import hydra
+
+    register_configs()
+    hydra.main(version_base="1.3", config_path=conf_path(), config_name="config")(task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The Hydra runner: every config composes, each optimizer trains, files are complete, sweeps and W&B work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from wandb_log import history_and_summary
+
+from relgrad_cli.config import register_configs
+from relgrad_cli.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+CLI = Path(sys.executable).parent / "relgrad-train"
+SUMMARY_KEYS = {
+    "dataset", "dim", "depth", "gradient", "step_rule", "lr", "batch_size", "seed", "epochs", "steps",
+    "train_seconds", "median_step_ms", "best_val_ll", "test_ll", "test_ll_2se",
+}  # fmt: skip
+ICA_KEYS = {"true_test_ll", "nll_gap_per_dim", "amari", "mcc"}
+TINY = ["logger=none", "data.n_train=400", "data.n_val=200", "data.n_test=200", "trainer.batch_size=50",
+        "trainer.progress=false", "data.dim=4"]  # fmt: skip
+
+
+def make_cfg(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in ("data", "model", "optim", "logger", "experiment") for o in options(g)]
+)
+def test_every_config_option_composes(group, option):
+    cfg = make_cfg([f"{group}={option}"])
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    if group in ("data", "model", "optim", "logger"):
+        assert cfg[group].name == option or (group == "data" and cfg.data.name == option)
+
+
+def test_typo_and_wrong_type_fail_at_composition():
+    from hydra.errors import ConfigCompositionException
+
+    errors = ConfigCompositionException
+    with pytest.raises(errors, match="dimm"):
+        make_cfg(["data.dimm=3"])
+    with pytest.raises(errors, match="lr"):
+        make_cfg(["optim.lr=abc"])
+    with pytest.raises(errors, match="natural"):
+        make_cfg(["optim.gradient=natural"])
+
+
+@pytest.mark.parametrize("optim", options("optim"))
+def test_each_optimizer_trains_and_writes_the_run_folder(optim, tmp_path):
+    cfg = make_cfg([f"optim={optim}", "trainer.max_epochs=3", *TINY])
+    summary = run(cfg, run_dir=tmp_path)
+    assert SUMMARY_KEYS | ICA_KEYS <= summary.keys()
+    assert summary["gradient"] == cfg.optim.gradient.value and summary["epochs"] == 3 and summary["steps"] == 24
+    assert json.loads((tmp_path / "summary.json").read_text())["test_ll"] == pytest.approx(summary["test_ll"])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["split"] == "val"] == [1, 2, 3]
+    assert all("loss" in r and "step_time_ms" in r for r in records if r["split"] == "train")
+    for name in ("best.pt", "last.pt"):
+        ck = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+        assert ck["model"]["layers.0.weight"].shape == (4, 4)
+    assert summary["best_val_ll"] == max(r["ll"] for r in records if r["split"] == "val")
+    # the test numbers were computed with the best checkpoint
+    from relgrad_cli import InvertibleMLP
+    from relgrad_cli.data import load_dataset
+
+    flow = InvertibleMLP(4, 2, prior="laplace")
+    flow.load_state_dict(torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"])
+    ds = load_dataset("ica", tmp_path, dim=4, n_train=400, n_val=200, n_test=200)
+    with torch.no_grad():
+        assert float(flow.log_prob(torch.as_tensor(ds.test, dtype=torch.float32)).mean()) == pytest.approx(
+            summary["test_ll"], rel=1e-5
+        )
+
+
+def test_relative_and_euclidean_follow_the_same_path_in_float64(tmp_path):
+    """The relative gradient is a different direction, but both descend: after training, both beat the start."""
+    common = ["trainer.max_epochs=4", "trainer.dtype=float64", *TINY]
+    rel = run(make_cfg(["optim=relative", *common]), run_dir=tmp_path / "rel")
+    auto = run(make_cfg(["optim=autograd_logdet", *common]), run_dir=tmp_path / "auto")
+    euc = run(make_cfg(["optim=adam", *common]), run_dir=tmp_path / "euc")
+    assert euc["test_ll"] == pytest.approx(auto["test_ll"], abs=1e-8)  # same gradient, two ways
+    assert rel["test_ll"] > -4 * 4  # far from a degenerate model (true ll ≈ -9.5 for D=4)
+
+
+def test_early_stopping(tmp_path):
+    cfg = make_cfg(["trainer.max_epochs=10", "trainer.patience=2", "trainer.min_delta=1e9", *TINY])
+    summary = run(cfg, run_dir=tmp_path)
+    assert summary["stopped_early"] and summary["epochs"] == 4 and summary["best_epoch"] == 1
+
+
+def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
+    full = run(make_cfg(["trainer.max_epochs=4", *TINY]), run_dir=tmp_path / "full")
+    part = tmp_path / "part"
+    run(make_cfg(["trainer.max_epochs=2", *TINY]), run_dir=part)
+    resumed = run(make_cfg(["trainer.max_epochs=4", "trainer.resume=auto", *TINY]), run_dir=part)
+    assert resumed["steps"] == full["steps"] and resumed["epochs"] == 4
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test_ll"] == full["test_ll"]
+
+
+def test_linear_ica_reports_amari(tmp_path):
+    cfg = make_cfg(["model=linear", "data.mixing=linear", "trainer.max_epochs=3", *TINY])
+    summary = run(cfg, run_dir=tmp_path)
+    assert summary["prior"] == "laplace"  # model.prior=auto takes the sources' distribution
+    assert 0 <= summary["amari"] < 4 - 1 and 0 < summary["mcc"] <= 1
+
+
+def _cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_multirun_with_wandb_offline_through_the_cli(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = _cli(
+        ["-m", "optim=relative,autograd_logdet", "data.dim=3,5", "trainer.max_epochs=2", "data.n_train=300",
+         "data.n_val=100", "data.n_test=100", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = set()
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        seen.add((summary["gradient"], summary["dim"]))
+        assert (job / ".hydra" / "config.yaml").is_file() and (job / "checkpoints" / "best.pt").is_file()
+        (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
+        history, wsummary, exit_code = history_and_summary(run_file)
+        assert exit_code == 0
+        assert any("train/loss" in row for row in history) and any("val/ll" in row for row in history)
+        assert float(wsummary["test_ll"]) == pytest.approx(summary["test_ll"])
+    assert seen == {(g, d) for g in ("relative", "autograd_logdet") for d in (3, 5)}
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*wandb*"))
+
+
+def test_cli_user_errors_are_one_line(tmp_path):
+    res = _cli(["data=nope"], cwd=tmp_path, timeout=60)
+    assert res.returncode != 0 and "data/nope" in res.stderr and "ica" in res.stderr
+    for bad, words in (("optim.lr=-1", "optim.lr=-1.0"), ("trainer.batch_size=0", "trainer.batch_size=0"),
+                       (f"data.root={CONF / 'config.yaml'}", "is a file, not a folder")):  # fmt: skip
+        res = _cli(["logger=none", bad], cwd=tmp_path, timeout=60)
+        assert res.returncode == 2, res.stderr
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("relgrad-train: error:") and words in lines[0]
+        assert "Traceback" not in res.stderr
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("summary.json"))
+
+
+def test_help_names_every_option(tmp_path):
+    res = _cli(["--help"], cwd=tmp_path, timeout=60)
+    assert res.returncode == 0
+    for group in ("data", "model", "optim", "logger"):
+        line = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith(f"{group}="))
+        assert set(options(group)) <= {w.strip(",") for w in line.split()}, (group, line)
+
+
+def test_console_script_works_from_an_installed_wheel_layout(tmp_path):
+    """The package finds its configs as relgrad_cli/conf when installed as a wheel (not from the checkout)."""
+    pkg = tmp_path / "site" / "relgrad_cli"
+    shutil.copytree(ROOT / "relgrad_cli", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(CONF, pkg / "conf")
+    code = "from relgrad_cli.train import conf_path; print(conf_path())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}).stdout  # fmt: skip
+    assert out.strip() == "pkg://relgrad_cli.conf"
+    res = subprocess.run([sys.executable, "-c", "from relgrad_cli.train import main; main()", "--cfg", "job"],
+                         cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})  # fmt: skip
+    assert res.returncode == 0 and "name: ica" in res.stdout
