@@ -96,7 +96,7 @@ class RelativeAffine(torch.autograd.Function):
 
 
 class LULogAbsDet(torch.autograd.Function):
-    """W ↦ log|det W| from an LU factorisation; backward c·W⁻ᵀ by solving Wᵀ X = I with the same factors.
+    """W ↦ log|det W| from an LU factorisation; backward c·W⁻ᵀ by solving X Wᵀ = I with the same factors.
 
     log|det W| = Σ_i log|U_ii| for W = P L U (L unit-diagonal). O(D³) forward and backward: this is the exact
     Euclidean baseline, not something to use in training.
@@ -120,7 +120,7 @@ class LULogAbsDet(torch.autograd.Function):
     def backward(ctx, c: torch.Tensor, _glu: torch.Tensor, _gpiv: torch.Tensor):
         lu, pivots = ctx.saved_tensors
         eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device)
-        inv_t = torch.linalg.lu_solve(lu, pivots, eye, adjoint=True)  # W⁻ᵀ
+        inv_t = torch.linalg.lu_solve(lu, pivots, eye, left=False, adjoint=True)  # X Wᵀ = I, so X = W⁻ᵀ
         return inv_t.mul_(c.to(lu.dtype))
 
 

@@ -1,0 +1,326 @@
+"""``relgrad-bench``: time the full training step of every gradient mode over a range of dimensions.
+
+A step is what the runner does per minibatch: ``zero_grad``, ``training_loss(...).backward()``, ``optimizer.step()``
+(Adam). For each D one flow and one optimizer are shared by all modes, and the modes are interleaved repeat by
+repeat, so slow drifts of a shared machine hit every mode alike. Reported per (D, mode): the median and minimum of
+the timed steps after warm-up, and the peak memory a step allocates beyond what is live before it (CPU: the
+profiler's allocation events; CUDA: ``max_memory_allocated``), also in units of one D×D matrix.
+
+A mode whose predicted cost at the next D (previous time × (D/D_prev)³, the worst case) exceeds the per-point
+budget is marked ``skipped`` instead of run. Fitted exponents are least-squares slopes of log(time) on log(D) over
+the points with D ≥ ``--fit-min-dim``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import functools
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MODES = ("relative", "euclidean", "autograd_logdet", "no_logdet")
+FLOOR = "no_logdet"
+DEFAULT_DIMS = (256, 512, 1024, 2048, 4096, 8192)
+
+
+def fit_exponent(dims: list[float], times: list[float]) -> float:
+    """Least-squares slope of log(time) against log(D): time ≈ c·D^slope. NaN with fewer than two points."""
+    if len(dims) < 2:
+        return float("nan")
+    lx = [math.log(d) for d in dims]
+    ly = [math.log(t) for t in times]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    sxx = sum((a - mx) ** 2 for a in lx)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sxx
+
+
+@contextlib.contextmanager
+def _quiet_fd2():
+    """Silence file descriptor 2 (the profiler's native start/stop lines) for the duration of the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _step_memory(step, device) -> int:
+    """Peak bytes allocated during one call of ``step`` beyond those live before it."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_fd2(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # Allocations are attributed to the op that made them (its self memory); frees outside any op appear as
+    # "[memory]" rows. Their running sum in start order is the live-bytes timeline (net within each op).
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return int(peak)
+
+
+def _step_timer(flow, opt, x, training_loss, sync):
+    """A function timing one full training step (zero_grad, loss, backward, optimizer step) in a given mode."""
+
+    def step(mode: str) -> float:
+        sync()
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        training_loss(flow, x, mode).backward()
+        opt.step()
+        sync()
+        return time.perf_counter() - t0
+
+    return step
+
+
+def run_benchmark(
+    dims: list[int],
+    modes: list[str],
+    *,
+    batch_size: int = 100,
+    depth: int = 2,
+    dtype: str = "float32",
+    device: str = "auto",
+    repeats: int = 7,
+    warmup: int = 2,
+    budget_s: float = 30.0,
+    memory: bool = True,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Time every mode at every D; returns one record per (D, mode), in the order run."""
+    import torch
+
+    from .flow import InvertibleMLP, training_loss
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))  # fmt: skip
+    dt = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    last: dict[str, tuple[int, float]] = {}  # mode -> (D, median seconds) of its last measured point
+    records: list[dict[str, Any]] = []
+    for d in sorted(dims):
+        torch.manual_seed(0)
+        flow = InvertibleMLP(d, depth, dtype=dt, device=dev)
+        opt = torch.optim.Adam(flow.parameters(), lr=1e-7)
+        x = torch.randn(batch_size, d, dtype=dt, device=dev)
+
+        step = _step_timer(flow, opt, x, training_loss, sync)
+
+        active, recs = [], {}
+        for mode in modes:
+            rec = {"dim": d, "mode": mode, "status": "ok", "times_ms": []}
+            recs[mode] = rec
+            if mode in last:
+                d0, t0 = last[mode]
+                predicted = t0 * (d / d0) ** 3 * (warmup + repeats)
+                if predicted > budget_s:
+                    rec.update(status="skipped", reason=f"predicted {predicted:.0f} s > budget {budget_s:g} s")
+                    continue
+            active.append(mode)
+        for w in range(warmup):
+            for mode in list(active):
+                seconds = step(mode)
+                if w == 0 and seconds * (warmup + repeats) > budget_s:
+                    active.remove(mode)
+                    recs[mode].update(status="skipped", reason=f"one step took {seconds:.1f} s; budget {budget_s:g} s")
+        for r in range(repeats):
+            for mode in active:
+                recs[mode]["times_ms"].append(1e3 * step(mode))
+            if progress:
+                print(f"\r  D={d}: repeat {r + 1}/{repeats}", end="", file=sys.stderr, flush=True)
+        if progress:
+            print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
+        for mode in active:
+            rec = recs[mode]
+            rec["median_ms"] = statistics.median(rec["times_ms"])
+            rec["min_ms"] = min(rec["times_ms"])
+            last[mode] = (d, rec["median_ms"] / 1e3)
+            if memory:
+                flow.zero_grad(set_to_none=True)
+                peak = _step_memory(functools.partial(step, mode), dev)
+                grads = sum(p.numel() for p in flow.parameters()) * flow.dtype.itemsize
+                rec["peak_step_bytes"] = peak
+                rec["peak_extra_dxd"] = (peak - grads) / (d * d * flow.dtype.itemsize)
+        records.extend(recs.values())
+        del flow, opt, x  # free this D's matrices before the next D allocates its own
+    return records
+
+
+def summarize(records: list[dict[str, Any]], fit_min_dim: int) -> dict[str, Any]:
+    """Ratios per D and fitted exponents per mode."""
+    by = {(r["dim"], r["mode"]): r for r in records if r["status"] == "ok"}
+    dims = sorted({r["dim"] for r in records})
+    ratios = []
+    for d in dims:
+        row: dict[str, Any] = {"dim": d}
+        rel, floor = by.get((d, "relative")), by.get((d, FLOOR))
+        for mode in MODES:
+            r = by.get((d, mode))
+            if r and floor and mode != FLOOR:
+                row[f"{mode}/floor"] = r["median_ms"] / floor["median_ms"]
+            if r and rel and mode not in ("relative", FLOOR):
+                row[f"{mode}/relative"] = r["median_ms"] / rel["median_ms"]
+        ratios.append(row)
+    exponents = {}
+    for mode in MODES:
+        pts = [(d, by[(d, mode)]["median_ms"]) for d in dims if (d, mode) in by and d >= fit_min_dim]
+        if pts:
+            exponents[mode] = fit_exponent([p[0] for p in pts], [p[1] for p in pts])
+    return {"ratios": ratios, "exponents": exponents, "fit_min_dim": fit_min_dim}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The benchmark as markdown: a time table (ms), a ratio table, and the fitted exponents."""
+    meta, records = result["meta"], result["points"]
+    modes = [m for m in MODES if any(r["mode"] == m for r in records)]
+    dims = sorted({r["dim"] for r in records})
+    by = {(r["dim"], r["mode"]): r for r in records}
+    lines = [
+        f"Median full training step (forward, backward, Adam), ms — B={meta['batch_size']}, depth {meta['depth']}, "
+        f"{meta['dtype']}, {meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}",
+        "",
+        "| D | " + " | ".join(modes) + " |",
+        "|---:|" + "---:|" * len(modes),
+    ]
+    for d in dims:
+        cells = []
+        for m in modes:
+            r = by.get((d, m))
+            cells.append(f"{r['median_ms']:.2f}" if r and r["status"] == "ok" else "skipped")
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    keys = [k for k in ("relative/floor", "euclidean/floor", "autograd_logdet/floor", "euclidean/relative",
+                        "autograd_logdet/relative") if any(k in row for row in result["ratios"])]  # fmt: skip
+    lines += ["", "| D | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
+    for row in result["ratios"]:
+        lines.append(f"| {row['dim']} | " + " | ".join(f"{row[k]:.2f}" if k in row else "–" for k in keys) + " |")
+    exps = ", ".join(f"{m} {e:.2f}" for m, e in result["exponents"].items() if math.isfinite(e))
+    lines += ["", f"Fitted exponents (time ∝ D^k, D ≥ {result['fit_min_dim']}): {exps}"]
+    mem = [r for r in records if "peak_extra_dxd" in r]
+    if mem:
+        top = max(r["dim"] for r in mem)
+        cells = ", ".join(f"{r['mode']} {r['peak_extra_dxd']:.1f}" for r in mem if r["dim"] == top)
+        lines += [f"Peak step allocation beyond the gradients at D={top}, in D×D matrices: {cells}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for mode in MODES:
+        pts = sorted((r["dim"], r["median_ms"]) for r in result["points"] if r["mode"] == mode and r["status"] == "ok")
+        if not pts:
+            continue
+        k = result["exponents"].get(mode, float("nan"))
+        label = f"{mode} (slope {k:.2f})" if math.isfinite(k) else mode
+        ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=label, base=2)
+    ax.set_xlabel("dimension D")
+    ax.set_ylabel("median step time (ms)")
+    meta = result["meta"]
+    ax.set_title(
+        f"Training step, B={meta['batch_size']}, depth {meta['depth']}, {meta['dtype']}\n{meta['device_name']}"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title=f"slopes over D ≥ {result['fit_min_dim']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="relgrad-bench",
+        description="Time the training step of each gradient mode over D; print ratios to the plain-backprop "
+        "floor and fitted exponents; write bench.json, bench.md and bench.png.",
+    )
+    p.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS), help="dimensions (default: %(default)s)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="gradient modes (default: all)")
+    p.add_argument("--batch-size", type=int, default=100, help="minibatch size B (default: %(default)s)")
+    p.add_argument("--depth", type=int, default=2, help="number of affine layers (default: %(default)s)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--repeats", type=int, default=7, help="timed steps per point (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first (default: %(default)s)")
+    p.add_argument("--budget", type=float, default=30.0,
+                   help="seconds a point may take; slower modes are skipped (default: %(default)s)")  # fmt: skip
+    p.add_argument("--fit-min-dim", type=int, default=1024, help="fit exponents over D ≥ this (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-mode memory measurement")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/bench/<timestamp>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    problems = [f"--dims {d}" for d in args.dims if d < 1]
+    sizes = (("batch-size", args.batch_size), ("depth", args.depth), ("repeats", args.repeats))
+    problems += [f"--{k} {v}" for k, v in sizes if v < 1]
+    if args.budget <= 0:
+        problems.append(f"--budget {args.budget}")
+    if problems:
+        print(f"relgrad-bench: error: {', '.join(problems)}: must be positive", file=sys.stderr)
+        return 2
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"relgrad-bench: error: --device {args.device} but no CUDA device is available", file=sys.stderr)
+        return 2
+    out = args.out or Path("outputs") / "bench" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+    cpu_name = f"CPU ({platform.processor() or platform.machine()})"
+    meta = {
+        "batch_size": args.batch_size, "depth": args.depth, "dtype": args.dtype, "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name,
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "repeats": args.repeats, "warmup": args.warmup, "budget_s": args.budget,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+    }  # fmt: skip
+    started = time.perf_counter()
+    records = run_benchmark(args.dims, args.modes, batch_size=args.batch_size, depth=args.depth, dtype=args.dtype,
+                            device=str(dev), repeats=args.repeats, warmup=args.warmup, budget_s=args.budget,
+                            memory=not args.no_memory)  # fmt: skip
+    meta["seconds"] = time.perf_counter() - started
+    result = {"meta": meta, "points": records, **summarize(records, args.fit_min_dim)}
+    from .tracking import write_json_atomic
+
+    write_json_atomic(out / "bench.json", result)
+    md = markdown(result)
+    (out / "bench.md").write_text(md)
+    plot(result, out / "bench.png")
+    print(md)
+    print(f"wrote {out / 'bench.json'}, bench.md, bench.png ({meta['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""relgrad-bench plumbing: every mode runs, the skip budget works, the files are complete. No speed is asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from relgrad_cli.bench import MODES, fit_exponent, main, run_benchmark, summarize
+
+
+def test_fit_exponent_recovers_a_power_law():
+    dims = [1024, 2048, 4096, 8192]
+    assert fit_exponent(dims, [3e-7 * d**2.1 for d in dims]) == pytest.approx(2.1, abs=1e-12)
+    assert fit_exponent(dims, [5e-9 * d**3 for d in dims]) == pytest.approx(3.0, abs=1e-12)
+    assert math.isnan(fit_exponent([1024], [1.0]))
+
+
+def test_every_mode_is_timed_and_measured():
+    records = run_benchmark([8, 16], list(MODES), batch_size=5, repeats=2, warmup=1, progress=False)
+    assert [(r["dim"], r["mode"]) for r in records] == [(d, m) for d in (8, 16) for m in MODES]
+    for r in records:
+        assert r["status"] == "ok" and len(r["times_ms"]) == 2 and r["median_ms"] > 0
+        assert math.isfinite(r["peak_extra_dxd"]) and r["peak_step_bytes"] > 0
+    s = summarize(records, fit_min_dim=8)
+    assert set(s["exponents"]) == set(MODES)
+    row = s["ratios"][1]
+    assert row["relative/floor"] == pytest.approx(records[4]["median_ms"] / records[7]["median_ms"])
+    assert row["autograd_logdet/relative"] == pytest.approx(records[6]["median_ms"] / records[4]["median_ms"])
+
+
+def test_budget_skips_instead_of_hanging():
+    # at D=4096 a cubic extrapolation from D=8 predicts far more than 5 s: skipped without running
+    records = run_benchmark([8, 4096], ["autograd_logdet"], batch_size=5, repeats=2, warmup=1, budget_s=5,
+                            memory=False, progress=False)  # fmt: skip
+    assert records[0]["status"] == "ok"
+    assert records[1]["status"] == "skipped" and "predicted" in records[1]["reason"]
+    # a budget smaller than one step skips at the first dimension
+    (rec,) = run_benchmark([8], ["relative"], repeats=2, warmup=1, budget_s=1e-9, memory=False, progress=False)
+    assert rec["status"] == "skipped" and "one step took" in rec["reason"]
+
+
+def test_cli_writes_json_markdown_and_plot(tmp_path, capsys):
+    assert main(["--dims", "8", "16", "--repeats", "2", "--warmup", "1", "--fit-min-dim", "8",
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert {"meta", "points", "ratios", "exponents", "fit_min_dim"} <= result.keys()
+    assert {"batch_size", "depth", "dtype", "device", "threads", "torch", "seconds"} <= result["meta"].keys()
+    assert len(result["points"]) == 8
+    md = (tmp_path / "bench.md").read_text()
+    assert "| D | relative | euclidean | autograd_logdet | no_logdet |" in md and "relative/floor" in md
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "relative/floor" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_values(capsys):
+    assert main(["--dims", "0", "8", "--out", "unused"]) == 2
+    assert "--dims 0" in capsys.readouterr().err
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, relgrad_cli.bench, relgrad_cli.train, relgrad_cli.report; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
