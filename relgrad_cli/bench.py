@@ -1,14 +1,19 @@
 """``relgrad-bench``: time the full training step of every gradient mode over a range of dimensions.
 
 A step is what the runner does per minibatch: ``zero_grad``, ``training_loss(...).backward()``, ``optimizer.step()``
-(Adam). For each D one flow and one optimizer are shared by all modes, and the modes are interleaved repeat by
-repeat, so slow drifts of a shared machine hit every mode alike. Reported per (D, mode): the median and minimum of
-the timed steps after warm-up, and the peak memory a step allocates beyond what is live before it (CPU: the
-profiler's allocation events; CUDA: ``max_memory_allocated``), also in units of one D×D matrix.
+with Adam (fused where available, as in the runner; glibc keeps freed memory for reuse unless
+``--no-reuse-memory``). For each D one flow and one optimizer are shared by all modes, and the modes are
+interleaved repeat by repeat, so slow drifts of a shared machine hit every mode alike. Reported per (D, mode):
+the median and minimum of the timed steps after warm-up, and the peak memory a step allocates beyond what is
+live before it (CPU: the profiler's allocation events; CUDA: ``max_memory_allocated``), also in units of one D×D
+matrix.
 
-A mode whose predicted cost at the next D (previous time × (D/D_prev)³, the worst case) exceeds the per-point
-budget is marked ``skipped`` instead of run. Fitted exponents are least-squares slopes of log(time) on log(D) over
-the points with D ≥ ``--fit-min-dim``.
+Budget: a step's cost at the next D is predicted as the previous time × (D/D_prev)³ (the worst case). A point that
+would exceed the per-point budget with its warm-up and repeats runs 1 warm-up and fewer repeats (never fewer than
+3; a step of seconds has little relative noise); one that cannot fit even that is marked ``skipped`` instead of run.
+
+Fitted exponents are least-squares slopes of log(time) on log(D) over the points with D ≥ ``--fit-min-dim``, for
+the whole step and for the log-det overhead (mode − floor: what the log-det term adds to plain backprop).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 MODES = ("relative", "euclidean", "autograd_logdet", "no_logdet")
 FLOOR = "no_logdet"
 DEFAULT_DIMS = (256, 512, 1024, 2048, 4096, 8192)
+MIN_REPEATS = 3
 
 
 def fit_exponent(dims: list[float], times: list[float]) -> float:
@@ -81,6 +87,17 @@ def _step_memory(step, device) -> int:
     return int(peak)
 
 
+def plan_repeats(step_s: float, warmup: int, repeats: int, budget_s: float) -> tuple[int, int] | None:
+    """(warm-up steps, timed repeats) for a point whose step takes ``step_s`` seconds, within ``budget_s``:
+    as asked when they fit; else 1 warm-up and as many repeats as fit (at least MIN_REPEATS); None (skip) when
+    even 1 + MIN_REPEATS steps do not fit."""
+    if step_s * (1 + MIN_REPEATS) > budget_s:
+        return None
+    if step_s * (warmup + repeats) > budget_s:
+        return 1, max(MIN_REPEATS, min(repeats, int(budget_s / step_s) - 1))
+    return warmup, repeats
+
+
 def _step_timer(flow, opt, x, training_loss, sync):
     """A function timing one full training step (zero_grad, loss, backward, optimizer step) in a given mode."""
 
@@ -106,7 +123,7 @@ def run_benchmark(
     device: str = "auto",
     repeats: int = 7,
     warmup: int = 2,
-    budget_s: float = 30.0,
+    budget_s: float = 60.0,
     memory: bool = True,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -114,6 +131,7 @@ def run_benchmark(
     import torch
 
     from .flow import InvertibleMLP, training_loss
+    from .optim import make_optimizer
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))  # fmt: skip
@@ -124,31 +142,43 @@ def run_benchmark(
     for d in sorted(dims):
         torch.manual_seed(0)
         flow = InvertibleMLP(d, depth, dtype=dt, device=dev)
-        opt = torch.optim.Adam(flow.parameters(), lr=1e-7)
+        opt = make_optimizer(flow.parameters(), "adam", lr=1e-7)
         x = torch.randn(batch_size, d, dtype=dt, device=dev)
 
         step = _step_timer(flow, opt, x, training_loss, sync)
 
-        active, recs = [], {}
+        active, recs, plan = [], {}, {}
         for mode in modes:
             rec = {"dim": d, "mode": mode, "status": "ok", "times_ms": []}
             recs[mode] = rec
+            plan[mode] = (warmup, repeats)
             if mode in last:
                 d0, t0 = last[mode]
-                predicted = t0 * (d / d0) ** 3 * (warmup + repeats)
-                if predicted > budget_s:
-                    rec.update(status="skipped", reason=f"predicted {predicted:.0f} s > budget {budget_s:g} s")
+                predicted = t0 * (d / d0) ** 3
+                planned = plan_repeats(predicted, warmup, repeats, budget_s)
+                if planned is None:
+                    rec.update(status="skipped", reason=f"predicted {predicted:.1f} s a step; budget {budget_s:g} s")
                     continue
+                plan[mode] = planned
             active.append(mode)
         for w in range(warmup):
             for mode in list(active):
+                if w >= plan[mode][0]:
+                    continue
                 seconds = step(mode)
-                if w == 0 and seconds * (warmup + repeats) > budget_s:
-                    active.remove(mode)
-                    recs[mode].update(status="skipped", reason=f"one step took {seconds:.1f} s; budget {budget_s:g} s")
+                if w == 0:
+                    planned = plan_repeats(seconds, *plan[mode], budget_s)
+                    if planned is None:
+                        active.remove(mode)
+                        recs[mode].update(
+                            status="skipped", reason=f"one step took {seconds:.1f} s; budget {budget_s:g} s"
+                        )
+                    else:
+                        plan[mode] = planned
         for r in range(repeats):
             for mode in active:
-                recs[mode]["times_ms"].append(1e3 * step(mode))
+                if r < plan[mode][1]:
+                    recs[mode]["times_ms"].append(1e3 * step(mode))
             if progress:
                 print(f"\r  D={d}: repeat {r + 1}/{repeats}", end="", file=sys.stderr, flush=True)
         if progress:
@@ -184,12 +214,15 @@ def summarize(records: list[dict[str, Any]], fit_min_dim: int) -> dict[str, Any]
             if r and rel and mode not in ("relative", FLOOR):
                 row[f"{mode}/relative"] = r["median_ms"] / rel["median_ms"]
         ratios.append(row)
-    exponents = {}
+    exponents, overhead = {}, {}
     for mode in MODES:
         pts = [(d, by[(d, mode)]["median_ms"]) for d in dims if (d, mode) in by and d >= fit_min_dim]
         if pts:
             exponents[mode] = fit_exponent([p[0] for p in pts], [p[1] for p in pts])
-    return {"ratios": ratios, "exponents": exponents, "fit_min_dim": fit_min_dim}
+        extra = [(d, t - by[(d, FLOOR)]["median_ms"]) for d, t in pts if (d, FLOOR) in by and mode != FLOOR]
+        if extra and all(e > 0 for _, e in extra):
+            overhead[mode] = fit_exponent([p[0] for p in extra], [p[1] for p in extra])
+    return {"ratios": ratios, "exponents": exponents, "overhead_exponents": overhead, "fit_min_dim": fit_min_dim}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -218,6 +251,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['dim']} | " + " | ".join(f"{row[k]:.2f}" if k in row else "–" for k in keys) + " |")
     exps = ", ".join(f"{m} {e:.2f}" for m, e in result["exponents"].items() if math.isfinite(e))
     lines += ["", f"Fitted exponents (time ∝ D^k, D ≥ {result['fit_min_dim']}): {exps}"]
+    over = ", ".join(f"{m} {e:.2f}" for m, e in result.get("overhead_exponents", {}).items() if math.isfinite(e))
+    if over:
+        lines += [f"Exponents of the log-det overhead (mode − {FLOOR}): {over}"]
     mem = [r for r in records if "peak_extra_dxd" in r]
     if mem:
         top = max(r["dim"] for r in mem)
@@ -267,11 +303,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--repeats", type=int, default=7, help="timed steps per point (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first (default: %(default)s)")
-    p.add_argument("--budget", type=float, default=30.0,
+    p.add_argument("--budget", type=float, default=60.0,
                    help="seconds a point may take; slower modes are skipped (default: %(default)s)")  # fmt: skip
     p.add_argument("--fit-min-dim", type=int, default=1024, help="fit exponents over D ≥ this (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-mode memory measurement")
+    p.add_argument("--no-reuse-memory", action="store_true",
+                   help="leave glibc's allocator at its defaults (see relgrad_cli.optim)")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/bench/<timestamp>)")
     return p
 
@@ -290,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    from .optim import reuse_freed_memory
+
+    reused = reuse_freed_memory() if not args.no_reuse_memory else False
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"relgrad-bench: error: --device {args.device} but no CUDA device is available", file=sys.stderr)
         return 2
@@ -302,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size, "depth": args.depth, "dtype": args.dtype, "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name,
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
-        "repeats": args.repeats, "warmup": args.warmup, "budget_s": args.budget,
+        "repeats": args.repeats, "warmup": args.warmup, "budget_s": args.budget, "reuse_memory": reused,
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
     }  # fmt: skip
     started = time.perf_counter()

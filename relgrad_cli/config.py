@@ -137,6 +137,7 @@ class TrainerConfig:
     device: str = "auto"
     dtype: DType = DType.float32
     num_threads: int = 0
+    reuse_memory: bool = True
     progress: bool = True
     resume: str = "never"
     samples: int = 64

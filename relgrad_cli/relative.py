@@ -85,13 +85,21 @@ class RelativeAffine(torch.autograd.Function):
         if ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2]):
             p = weight.dtype
             gy_p, y_p, c_p = gy.to(p), y.to(p), c.to(p)
+            # On the CPU the scalar c is read for free and folded into one fused addmm/addmv (saves a pass over
+            # D×D memory); elsewhere reading it would stall the device queue, so it is applied as a tensor.
+            c_host = float(c_p) if c_p.device.type == "cpu" else None
             if ctx.needs_input_grad[1]:
                 v = y_p.mm(weight)  # (B, D): y W
-                gw = gy_p.mT.mm(v)  # gyᵀ (y W)
-                gw.addcmul_(weight, c_p)  # + c W
+                if c_host is not None:
+                    gw = torch.addmm(weight, gy_p.mT, v, beta=c_host)  # gyᵀ (y W) + c W
+                else:
+                    gw = gy_p.mT.mm(v).addcmul_(weight, c_p)
             if bias is not None and ctx.needs_input_grad[2]:
                 s = y_p.mv(bias).add_(1.0)  # y b + 1, one scalar per sample
-                gb = gy_p.mT.mv(s).addcmul_(bias, c_p)  # gyᵀ (y b + 1) + c b
+                if c_host is not None:
+                    gb = torch.addmv(bias, gy_p.mT, s, beta=c_host)  # gyᵀ (y b + 1) + c b
+                else:
+                    gb = gy_p.mT.mv(s).addcmul_(bias, c_p)
         return gx, gw, gb
 
 

@@ -47,6 +47,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     from .fit import FitState, fit, load_checkpoint, log_likelihoods, save_checkpoint
     from .flow import INITS, InvertibleMLP
     from .metrics import amari_distance, mean_and_2se, mean_corr_coef
+    from .optim import make_optimizer, reuse_freed_memory
     from .priors import prior_names
     from .tracking import Tracker
 
@@ -77,6 +78,8 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     # -- device, dtype, seeds ---------------------------------------------------------------------------------
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
+    if t.reuse_memory:
+        reuse_freed_memory()
     device = torch.device(
         "cuda" if (t.device == "auto" and torch.cuda.is_available()) else ("cpu" if t.device == "auto" else t.device)
     )
@@ -95,11 +98,8 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
     flow.check_inputs = False  # validated once above
-    params = flow.parameters()
-    if step_rule == "adam":
-        optimizer = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    optimizer = make_optimizer(flow.parameters(), step_rule, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                               momentum=o.momentum, weight_decay=o.weight_decay)  # fmt: skip
 
     # -- resume ----------------------------------------------------------------------------------------------
     ckpt_dir = run_dir / "checkpoints"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from relgrad_cli.bench import MODES, fit_exponent, main, run_benchmark, summarize
+from relgrad_cli.bench import MIN_REPEATS, MODES, fit_exponent, main, plan_repeats, run_benchmark, summarize
 
 
 def test_fit_exponent_recovers_a_power_law():
@@ -47,7 +47,7 @@ def test_cli_writes_json_markdown_and_plot(tmp_path, capsys):
     assert main(["--dims", "8", "16", "--repeats", "2", "--warmup", "1", "--fit-min-dim", "8",
                  "--out", str(tmp_path)]) == 0  # fmt: skip
     result = json.loads((tmp_path / "bench.json").read_text())
-    assert {"meta", "points", "ratios", "exponents", "fit_min_dim"} <= result.keys()
+    assert {"meta", "points", "ratios", "exponents", "overhead_exponents", "fit_min_dim"} <= result.keys()
     assert {"batch_size", "depth", "dtype", "device", "threads", "torch", "seconds"} <= result["meta"].keys()
     assert len(result["points"]) == 8
     md = (tmp_path / "bench.md").read_text()
@@ -64,3 +64,10 @@ def test_cli_rejects_bad_values(capsys):
 def test_help_does_not_import_torch():
     code = "import sys, relgrad_cli.bench, relgrad_cli.train, relgrad_cli.report; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_plan_repeats_fits_the_budget():
+    assert plan_repeats(0.1, 2, 7, budget_s=60) == (2, 7)  # fits as asked
+    assert plan_repeats(10.0, 2, 7, budget_s=60) == (1, 5)  # 1 warm-up + 5 repeats = 60 s
+    assert plan_repeats(14.0, 2, 7, budget_s=60) == (1, MIN_REPEATS)  # 4 steps = 56 s
+    assert plan_repeats(16.0, 2, 7, budget_s=60) is None  # 4 steps = 64 s: skip
