@@ -267,6 +267,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for mode in MODES:
@@ -275,7 +276,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
             continue
         k = result["exponents"].get(mode, float("nan"))
         label = f"{mode} (slope {k:.2f})" if math.isfinite(k) else mode
-        ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=label, base=2)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+    dims = sorted({r["dim"] for r in result["points"]})
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("dimension D")
     ax.set_ylabel("median step time (ms)")
     meta = result["meta"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 from .flow import InvertibleMLP, training_loss
 from .metrics import mean_and_2se
-from .tracking import Tracker
+from .tracking import Tracker, atomic_temp
 
 
 class DivergenceError(RuntimeError):
@@ -63,13 +62,12 @@ def save_checkpoint(
         payload["optimizer"] = optimizer.state_dict()
     if generator is not None:
         payload["generator"] = generator.get_state()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = atomic_temp(path)
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -15,17 +15,28 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it into place."""
+def atomic_temp(path: Path) -> Path:
+    """A new empty temporary file beside ``path`` (same folder, so a rename onto ``path`` is atomic), with the
+    permissions a plain ``open(path, "w")`` would give (mkstemp's are owner-only)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file in the same folder, then rename it into place."""
+    tmp = atomic_temp(path)
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
