@@ -140,6 +140,8 @@ class TrainerConfig:
     reuse_memory: bool = True
     progress: bool = True
     resume: str = "never"
+    checkpoint_every: int = 0
+    grad_clip: float = 0.0
     samples: int = 64
 
 
@@ -191,6 +193,8 @@ def check_config(cfg: Any) -> None:
     need(t.log_every >= 1, "trainer.log_every", t.log_every, "use an integer ≥ 1 (steps between log records)")
     need(t.num_threads >= 0, "trainer.num_threads", t.num_threads, "use 0 (torch's default) or a positive count")
     need(t.samples >= 0, "trainer.samples", t.samples, "use an integer ≥ 0")
+    need(t.checkpoint_every >= 0, "trainer.checkpoint_every", t.checkpoint_every, "use 0 (off) or a step count")
+    need(t.grad_clip >= 0, "trainer.grad_clip", t.grad_clip, "use 0 (off) or a positive maximum gradient norm")
     need(
         t.device == "auto" or t.device == "cpu" or str(t.device).startswith("cuda"),
         "trainer.device",

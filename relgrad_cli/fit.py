@@ -3,13 +3,25 @@
 The gradient mode lives inside the layers' backward (see :mod:`relgrad_cli.relative`), so this loop does not know
 whether it trains with relative or Euclidean gradients: it calls ``training_loss(...).backward()`` and
 ``optimizer.step()``. Validation always evaluates the exact log-likelihood (log-det terms included).
+
+Resuming is exact: a checkpoint holds the model, the optimizer, the shuffling generator's state at the start of the
+current epoch and the number of steps already taken in it, so a run continued from any checkpoint (after a crash,
+SIGKILL or preemption) replays the same batches and ends bit-identical on the CPU.
+
+Data parallel (torchrun): every process holds the data and draws the same permutation; process r of W takes rows
+r, r+W, … of each global batch (n_r of N rows), back-propagates (n_r/N)·L_r, and the gradients are summed across
+processes. The sum is the gradient of the global batch's mean loss, and since every L_r contains −log|det W| once
+with weight n_r/N, the log-det term is counted exactly once (also for the relative gradient, whose log-det
+coefficient comes from autograd).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +51,59 @@ class FitState:
     train_seconds: float = 0.0
     step_ms: list[float] = field(default_factory=list)
     stopped_early: bool = False
+    epoch_step: int = 0  # steps already taken in the current (unfinished) epoch
+    epoch_rng: torch.Tensor | None = None  # shuffling generator state at the start of the current epoch
+
+
+class Preempted(Exception):
+    """Training stopped on a signal after writing a resumable checkpoint."""
+
+    def __init__(self, signum: int, step: int, path: Path):
+        super().__init__(f"stopped by signal {signal.Signals(signum).name} at step {step}; state saved in {path}")
+        self.signum, self.step, self.path = signum, step, path
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a data-parallel job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> Dist:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+
+class _StopSignals:
+    """Record SIGTERM/SIGUSR1 while active (main thread only) instead of dying; restores the old handlers."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def save_checkpoint(
@@ -106,107 +171,138 @@ def fit(
     generator: torch.Generator,
     state: FitState | None = None,
     progress: bool = True,
+    checkpoint_every: int = 0,
+    grad_clip: float = 0.0,
+    dist: Dist | None = None,
 ) -> FitState:
     """Train until ``max_epochs``, or until the validation log-likelihood has not improved by more than
     ``min_delta`` nats for more than ``patience`` consecutive evaluations.
 
-    Writes ``checkpoint_dir/best.pt`` (best validation) and ``last.pt`` (after every evaluation) atomically.
-    Returns the final state; pass ``state`` to continue a resumed run."""
+    Writes ``checkpoint_dir/best.pt`` (best validation) and ``last.pt`` (after every evaluation, every
+    ``checkpoint_every`` steps when > 0, and on SIGTERM/SIGUSR1, after which it raises :class:`Preempted`)
+    atomically; only the main process writes. ``grad_clip`` > 0 clips the global gradient norm. Returns the final
+    state; pass ``state`` (with ``generator`` restored) to continue a resumed run."""
     from tqdm.auto import tqdm
 
     state = state or FitState()
+    dist = dist or Dist()
     device = train.device
     n = train.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     best_path, last_path = checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"
+    params = list(flow.parameters())
 
-    while state.epoch < max_epochs and not state.stopped_early:
-        epoch = state.epoch + 1
-        flow.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}/{max_epochs}",
-            disable=None if progress else True,
-            leave=False,
-            mininterval=0.5,
-            dynamic_ncols=True,
-        )
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        loss_count = 0
-        epoch_start = time.perf_counter()
-        for i in range(steps_per_epoch):
-            batch = train[order[i * batch_size : (i + 1) * batch_size]]
-            _sync(device)
-            t0 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = training_loss(flow, batch, gradient=gradient)
-            loss.backward()
-            optimizer.step()
-            _sync(device)
-            step_ms = 1e3 * (time.perf_counter() - t0)
-            state.step += 1
-            state.step_ms.append(step_ms)
-            loss_sum += loss.detach()
-            loss_count += 1
-            bar.update(1)
-            if state.step % log_every == 0 or i == steps_per_epoch - 1:
-                mean_loss = float(loss_sum) / loss_count
-                if not math.isfinite(mean_loss):
-                    raise DivergenceError(
-                        f"the training loss became non-finite by step {state.step} (epoch {epoch}); "
-                        f"the last good checkpoint is {last_path if last_path.exists() else 'not written yet'}; "
-                        "lower optim.lr or check the data"
-                    )
-                bar.set_postfix(loss=f"{mean_loss:.4f}", step_ms=f"{step_ms:.2f}")
-                tracker.log(
-                    {
-                        "split": "train",
-                        "step": state.step,
-                        "epoch": epoch,
-                        "loss": mean_loss,
-                        "step_time_ms": step_ms,
-                        "train_seconds": state.train_seconds + time.perf_counter() - epoch_start,
-                    }
-                )
-                loss_sum.zero_()
-                loss_count = 0
-        bar.close()
-        state.train_seconds += time.perf_counter() - epoch_start
-        state.epoch = epoch
-
-        if epoch % eval_every == 0 or epoch == max_epochs:
-            flow.eval()
-            t0 = time.perf_counter()
-            val_ll, val_2se = mean_and_2se(log_likelihoods(flow, val, eval_batch_size))
-            if not math.isfinite(val_ll):
-                raise DivergenceError(
-                    f"the validation log-likelihood is non-finite after epoch {epoch} (step {state.step}); "
-                    f"the best checkpoint is kept at {best_path}; lower optim.lr"
-                )
-            improved = val_ll > state.best_val_ll + min_delta
-            if improved:
-                state.best_val_ll, state.best_epoch, state.bad_evals = val_ll, epoch, 0
-                save_checkpoint(best_path, flow, None, state)
-            else:
-                state.bad_evals += 1
-                state.stopped_early = state.bad_evals > patience
+    def save_last() -> None:
+        if dist.main:
             save_checkpoint(last_path, flow, optimizer, state, generator)
-            tracker.log(
-                {
-                    "split": "val",
-                    "step": state.step,
-                    "epoch": epoch,
-                    "ll": val_ll,
-                    "ll_2se": val_2se,
-                    "best_ll": state.best_val_ll,
-                    "train_seconds": state.train_seconds,
-                    "eval_seconds": time.perf_counter() - t0,
-                }
-            )
-            if progress:
-                tqdm.write(
-                    f"epoch {epoch}: val log-likelihood {val_ll:.4f} ± {val_2se:.4f} nats"
-                    f"{' (best)' if improved else ''}, median step {statistics.median(state.step_ms):.2f} ms"
-                )
+
+    with _StopSignals() as stop:
+        while state.epoch < max_epochs and not state.stopped_early:
+            epoch = state.epoch + 1
+            if state.epoch_step == 0:
+                state.epoch_rng = generator.get_state()
+            else:  # resumed mid-epoch: draw the same permutation again
+                generator.set_state(state.epoch_rng)
+            order = torch.randperm(n, generator=generator).to(device)
+            flow.train()
+            bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {epoch}/{max_epochs}",
+                       disable=None if (progress and dist.main) else True, leave=False, mininterval=0.5,
+                       dynamic_ncols=True)  # fmt: skip
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            loss_count = 0
+            last_time = time.perf_counter()
+            for i in range(state.epoch_step, steps_per_epoch):
+                rows = order[i * batch_size : (i + 1) * batch_size]
+                local = rows[dist.rank :: dist.world]
+                _sync(device)
+                t0 = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                if local.numel() == 0:  # a last batch smaller than the number of processes: nothing here
+                    loss = torch.zeros((), dtype=train.dtype, device=device)
+                else:
+                    loss = training_loss(flow, train[local], gradient=gradient)
+                    (loss * (local.numel() / rows.numel()) if dist.world > 1 else loss).backward()
+                if dist.world > 1:
+                    _all_reduce_grads(params)
+                if grad_clip > 0:
+                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                    if not torch.isfinite(norm):
+                        raise DivergenceError(_diverged("gradient", state.step + 1, epoch, last_path))
+                optimizer.step()
+                _sync(device)
+                now = time.perf_counter()
+                step_ms = 1e3 * (now - t0)
+                state.train_seconds += now - last_time
+                last_time = now
+                state.step += 1
+                state.epoch_step = i + 1
+                state.step_ms.append(step_ms)
+                loss_sum += loss.detach()
+                loss_count += 1
+                bar.update(1)
+                end_of_epoch = i == steps_per_epoch - 1
+                if state.step % log_every == 0 or end_of_epoch:
+                    mean_loss = float(loss_sum) / loss_count
+                    if not math.isfinite(mean_loss):
+                        raise DivergenceError(_diverged("training loss", state.step, epoch, last_path))
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", step_ms=f"{step_ms:.2f}")
+                    if dist.main:
+                        tracker.log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss,
+                                     "step_time_ms": step_ms, "train_seconds": state.train_seconds})  # fmt: skip
+                    loss_sum.zero_()
+                    loss_count = 0
+                if stop.received is not None or (checkpoint_every and state.step % checkpoint_every == 0):
+                    if not all(bool(torch.isfinite(p).all()) for p in params):
+                        raise DivergenceError(_diverged("parameters", state.step, epoch, last_path))
+                    save_last()
+                    if stop.received is not None:
+                        bar.close()
+                        raise Preempted(stop.received, state.step, last_path)
+            bar.close()
+            state.epoch, state.epoch_step = epoch, 0
+
+            if epoch % eval_every == 0 or epoch == max_epochs:
+                flow.eval()
+                t0 = time.perf_counter()
+                val_ll, val_2se = mean_and_2se(log_likelihoods(flow, val, eval_batch_size))
+                if not math.isfinite(val_ll):
+                    raise DivergenceError(
+                        f"the validation log-likelihood is non-finite after epoch {epoch} (step {state.step}); "
+                        f"the best checkpoint is kept at {best_path}; lower optim.lr or set trainer.grad_clip"
+                    )
+                improved = val_ll > state.best_val_ll + min_delta
+                if improved:
+                    state.best_val_ll, state.best_epoch, state.bad_evals = val_ll, epoch, 0
+                    if dist.main:
+                        save_checkpoint(best_path, flow, None, state)
+                else:
+                    state.bad_evals += 1
+                    state.stopped_early = state.bad_evals > patience
+                save_last()
+                if dist.main:
+                    tracker.log({"split": "val", "step": state.step, "epoch": epoch, "ll": val_ll, "ll_2se": val_2se,
+                                 "best_ll": state.best_val_ll, "train_seconds": state.train_seconds,
+                                 "eval_seconds": time.perf_counter() - t0})  # fmt: skip
+                if progress and dist.main:
+                    median = statistics.median(state.step_ms)
+                    tqdm.write(f"epoch {epoch}: val log-likelihood {val_ll:.4f} ± {val_2se:.4f} nats"
+                               f"{' (best)' if improved else ''}, median step {median:.2f} ms")  # fmt: skip
+            elif stop.received is not None:
+                save_last()
+                raise Preempted(stop.received, state.step, last_path)
     return state
+
+
+def _all_reduce_grads(params: list[torch.Tensor]) -> None:
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def _diverged(what: str, step: int, epoch: int, last_path: Path) -> str:
+    kept = last_path if last_path.exists() else "none written yet"
+    return (f"the {what} became non-finite at step {step} (epoch {epoch}); the last good checkpoint is kept "
+            f"({kept}); lower optim.lr or set trainer.grad_clip")  # fmt: skip

@@ -126,3 +126,19 @@ class Tracker:
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=exit_code)
             self.wandb_run = None
+
+
+class NullTracker:
+    """The tracker of a non-main data-parallel process: records nothing (only the main process writes)."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def image(self, key: str, path: Path) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass

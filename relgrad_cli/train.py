@@ -49,7 +49,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     from .metrics import amari_distance, mean_and_2se, mean_corr_coef
     from .optim import make_optimizer, reuse_freed_memory
     from .priors import prior_names
-    from .tracking import Tracker
+    from .tracking import NullTracker, Tracker
 
     m = cfg.model
     if m.prior != "auto" and m.prior not in prior_names():
@@ -85,6 +85,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={t.device} but no CUDA device is available; use trainer.device=cpu")
+    dist, device = _init_distributed(device)
     dtype = {"float32": torch.float32, "float64": torch.float64}[t.dtype.value]
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -112,7 +113,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
         if not resume_from.is_file():
             raise ConfigError(f"trainer.resume={t.resume}: no such checkpoint file; use never, auto or a path")
     if resume_from is not None:
-        ck = load_checkpoint(resume_from, device)
+        ck = load_checkpoint(resume_from)
         flow.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         generator.set_state(ck["generator"])
@@ -121,15 +122,19 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
 
     # -- fit -------------------------------------------------------------------------------------------------
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    tracker = Tracker(
-        run_dir,
-        wandb_mode=cfg.logger.mode.value if cfg.logger.name == "wandb" else "disabled",
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        group=group,
-        name=f"{group}/{run_dir.name}" if group else run_dir.name,
-        tags=list(cfg.logger.tags),
-        config=resolved,
+    tracker = (
+        NullTracker()
+        if not dist.main
+        else Tracker(
+            run_dir,
+            wandb_mode=cfg.logger.mode.value if cfg.logger.name == "wandb" else "disabled",
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            group=group,
+            name=f"{group}/{run_dir.name}" if group else run_dir.name,
+            tags=list(cfg.logger.tags),
+            config=resolved,
+        )
     )
     exit_code = 1
     try:
@@ -152,13 +157,19 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             generator=generator,
             state=state,
             progress=t.progress,
+            checkpoint_every=t.checkpoint_every,
+            grad_clip=t.grad_clip,
+            dist=dist,
         )
         fit_seconds = time.perf_counter() - started
+        if not dist.main:  # only the main process evaluates and writes
+            exit_code = 0
+            return {"rank": dist.rank, "best_val_ll": state.best_val_ll}
 
         # -- evaluate the best checkpoint on test ----------------------------------------------------------
         best = ckpt_dir / "best.pt"
         if best.exists():
-            flow.load_state_dict(load_checkpoint(best, device)["model"])
+            flow.load_state_dict(load_checkpoint(best)["model"])
         else:  # resumed a finished run: keep the weights we have
             save_checkpoint(best, flow, None, state)
         flow.eval()
@@ -193,6 +204,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             "dtype": t.dtype.value,
             "num_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
+            "world_size": dist.world,
             "loss_includes_logdet": gradient in ("euclidean", "autograd_logdet"),
             "data_info": ds.info,
             "run_dir": str(run_dir),
@@ -218,6 +230,24 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
         return summary
     finally:
         tracker.finish(exit_code)
+
+
+def _init_distributed(device: Any) -> tuple[Any, Any]:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA (one GPU per
+    process, cuda:LOCAL_RANK). Returns (Dist, device)."""
+    import torch
+    import torch.distributed as torch_dist
+
+    from .fit import Dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist(), device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist.current(), device
 
 
 def _pictures(flow: Any, ds: Any, run_dir: Path, n_samples: int, tracker: Any) -> None:
@@ -258,19 +288,58 @@ def task(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from .fit import DivergenceError, Preempted
+
     try:
         summary = run(cfg)
-    except _user_error_types() as err:
+    except Preempted as stop:
+        print(f"relgrad-train: {stop}; continue with trainer.resume=auto hydra.run.dir={stop.path.parent.parent}",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(128 + stop.signum)
+    except (*_user_error_types(), DivergenceError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         print(f"relgrad-train: error: {err}", file=sys.stderr)
         sys.exit(2)
-    print_summary(summary)
+    finally:
+        _leave_distributed()
+    if "test_ll" in summary:
+        print_summary(summary)
     return float(summary["best_val_ll"])
+
+
+def _leave_distributed() -> None:
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def output_folder_problem(argv: list[str]) -> str | None:
+    """Why the run or sweep folder named on the command line (default: outputs/) cannot be created, or None.
+
+    Checks the fixed part of the path (before any ``${...}``): its nearest existing ancestor must be a writable
+    folder. Hydra creates the folder before the task starts and would otherwise fail with a traceback."""
+    keys = ("hydra.run.dir=", "hydra.sweep.dir=")
+    targets = [a.split("=", 1)[1] for a in argv if a.startswith(keys)] or ["outputs"]
+    for target in targets:
+        fixed = Path(target.split("${", 1)[0] or ".").expanduser().absolute()
+        probe = fixed
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"cannot create the output folder {target}: {probe} is a file; choose another folder"
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return f"cannot create the output folder {target}: no permission to write in {probe}"
+    return None
 
 
 def main() -> None:
     """Console-script entry point."""
+    problem = output_folder_problem(sys.argv[1:])
+    if problem is not None:
+        print(f"relgrad-train: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     import hydra
 
     register_configs()
