@@ -67,7 +67,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str], list[str]]] = [
     ("truncated gzip", _mnist_truncated_gz, [], ["train-images-idx3-ubyte.gz"]),
     ("HDF5 missing a split", _bsds_missing_split, [], ["BSDS300.hdf5", "validation"]),
     ("wrong dimension", _power_wrong_dimension, [], ["power/data.npy"]),
-    ("NaN in the data", _miniboone_with_nan, [], ["NaN"]),
+    ("NaN in the data", _miniboone_with_nan, [], ["miniboone/data.npy", "NaN or infinite", "row 7, column 3"]),
     ("zero lr", _nothing, ["optim.lr=0"], ["optim.lr=0.0", "positive"]),
     ("negative lr", _nothing, ["optim.lr=-0.1"], ["optim.lr=-0.1"]),
     ("batch size 0", _nothing, ["trainer.batch_size=0"], ["trainer.batch_size=0"]),
@@ -92,8 +92,9 @@ def test_bad_input(case, prepare, overrides, words, tmp_path):
                          env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"})  # fmt: skip
     assert res.returncode != 0
     assert "Traceback" not in res.stderr, res.stderr
+    message = res.stderr.replace(str(tmp_path), "<tmp>")  # the folder's name contains the test id: not evidence
     for w in words:
-        assert w in res.stderr, (w, res.stderr)
+        assert w in message, (w, message)
     if res.returncode == 2:  # our own checks: exactly one line
         assert len([ln for ln in res.stderr.splitlines() if ln.strip()]) == 1, res.stderr
     assert {p: p.stat().st_size for p in root.rglob("*")} == before  # the data folder is untouched

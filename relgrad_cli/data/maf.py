@@ -78,6 +78,12 @@ def _standardize(
     splits: tuple[np.ndarray, ...], reference: np.ndarray, ddof: int, what: Path, dtype: type = np.float32
 ) -> tuple[np.ndarray, ...]:
     """(x − μ)/s for every split, with μ and s (ddof as given) computed on ``reference`` only (float64 math)."""
+    if not np.isfinite(reference).all():
+        row, col = np.argwhere(~np.isfinite(reference))[0].tolist()
+        raise DatasetError(
+            f"{what}: contains NaN or infinite values (first at row {row}, column {col} of the statistics split); "
+            "the file is corrupt or not the MAF one — re-fetch it"
+        )
     mu = reference.mean(axis=0)
     sd = reference.std(axis=0, ddof=ddof)
     if not np.all(sd > 0):
