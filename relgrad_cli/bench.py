@@ -131,10 +131,9 @@ def run_benchmark(
     import torch
 
     from .flow import InvertibleMLP, training_loss
-    from .optim import make_optimizer
+    from .optim import make_optimizer, resolve_device
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))  # fmt: skip
+    dev = resolve_device(device)
     dt = {"float32": torch.float32, "float64": torch.float64}[dtype]
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     last: dict[str, tuple[int, float]] = {}  # mode -> (D, median seconds) of its last measured point
@@ -334,16 +333,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from .optim import reuse_freed_memory
+    from .optim import resolve_device, reuse_freed_memory
 
     reused = reuse_freed_memory() if not args.no_reuse_memory else False
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"relgrad-bench: error: --device {args.device} but no CUDA device is available", file=sys.stderr)
+    try:
+        dev = resolve_device(args.device)
+    except (ValueError, RuntimeError) as err:
+        print(f"relgrad-bench: error: --device {args.device}: {err}", file=sys.stderr)
         return 2
     out = args.out or Path("outputs") / "bench" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if args.device == "auto" else args.device))  # fmt: skip
     cpu_name = f"CPU ({platform.processor() or platform.machine()})"
     meta = {
         "batch_size": args.batch_size, "depth": args.depth, "dtype": args.dtype, "device": str(dev),

@@ -1,4 +1,4 @@
-"""Optimizer construction and process memory settings shared by the runner and the benchmark."""
+"""Runtime choices shared by the runner and the benchmark: the device, the optimizer, process memory settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → CUDA when available, else the CPU; otherwise the named device (cpu, cuda, cuda:N).
+    Raises ValueError for a CUDA device on a machine without one."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} was asked for but no CUDA device is available; use cpu or auto")
+    return device
 
 
 def make_optimizer(

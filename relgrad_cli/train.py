@@ -47,7 +47,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     from .fit import FitState, fit, load_checkpoint, log_likelihoods, save_checkpoint
     from .flow import INITS, InvertibleMLP
     from .metrics import amari_distance, mean_and_2se, mean_corr_coef
-    from .optim import make_optimizer, reuse_freed_memory
+    from .optim import make_optimizer, resolve_device, reuse_freed_memory
     from .priors import prior_names
     from .tracking import NullTracker, Tracker
 
@@ -80,11 +80,12 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
         torch.set_num_threads(t.num_threads)
     if t.reuse_memory:
         reuse_freed_memory()
-    device = torch.device(
-        "cuda" if (t.device == "auto" and torch.cuda.is_available()) else ("cpu" if t.device == "auto" else t.device)
-    )
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={t.device} but no CUDA device is available; use trainer.device=cpu")
+    try:
+        device = resolve_device(t.device)
+    except (ValueError, RuntimeError):
+        raise ConfigError(
+            f"trainer.device={t.device} but no such device is available; use trainer.device=cpu or auto"
+        ) from None
     dist, device = _init_distributed(device)
     dtype = {"float32": torch.float32, "float64": torch.float64}[t.dtype.value]
     torch.manual_seed(cfg.seed)

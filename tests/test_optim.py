@@ -38,3 +38,13 @@ def test_reuse_freed_memory_applies_on_linux():
     x = torch.empty(4096, 4096)  # a 64 MiB block is served and freed normally afterwards
     x.fill_(1.0)
     assert float(x[0, 0]) == 1.0
+
+
+def test_resolve_device():
+    from relgrad_cli.optim import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is available; use cpu or auto"):
+            resolve_device("cuda:1")
