@@ -307,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--repeats", type=int, default=7, help="timed steps per point (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per point first, ≥ 1 (default: %(default)s)")
     p.add_argument("--budget", type=float, default=60.0,
                    help="seconds a point may take; slower modes are skipped (default: %(default)s)")  # fmt: skip
     p.add_argument("--fit-min-dim", type=int, default=1024, help="fit exponents over D ≥ this (default: %(default)s)")
@@ -322,7 +322,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     problems = [f"--dims {d}" for d in args.dims if d < 1]
-    sizes = (("batch-size", args.batch_size), ("depth", args.depth), ("repeats", args.repeats))
+    sizes = (("batch-size", args.batch_size), ("depth", args.depth), ("repeats", args.repeats),
+             ("warmup", args.warmup))  # the budget check runs on the first warm-up step  # fmt: skip
     problems += [f"--{k} {v}" for k, v in sizes if v < 1]
     if args.budget <= 0:
         problems.append(f"--budget {args.budget}")

@@ -1,6 +1,7 @@
 """Structured-config schemas for ``relgrad-train`` and the value checks Hydra's type checks cannot express.
 
-Each YAML option in ``conf/<group>/`` starts from one of these schemas (its defaults list names ``<name>_schema``),
+Each YAML option in ``conf/<group>/`` starts from one of these schemas (its defaults list names
+``/schema/<group>@_here_: <schema>``; the ``schema/`` groups live only in Hydra's ConfigStore),
 so a misspelt key or a wrong type fails at composition with Hydra's own message, before any work is done.
 """
 
@@ -160,16 +161,16 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for name, node in {
-        "ica_schema": IcaData,
-        "mnist_schema": MnistData,
-        "digits_schema": DigitsData,
-        "tabular_schema": TabularData,
-        "toy2d_schema": Toy2dData,
+        "ica": IcaData,
+        "mnist": MnistData,
+        "digits": DigitsData,
+        "tabular": TabularData,
+        "toy2d": Toy2dData,
     }.items():
-        cs.store(group="data", name=name, node=node)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="optim", name="optim_schema", node=OptimConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+        cs.store(group="schema/data", name=name, node=node)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/optim", name="optim", node=OptimConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
 
 
 class ConfigError(ValueError):

@@ -34,6 +34,8 @@ from .flow import InvertibleMLP, training_loss
 from .metrics import mean_and_2se
 from .tracking import Tracker, atomic_temp
 
+STEP_TIMES_KEPT = 10_000  # step times kept for the median (the most recent ones)
+
 
 class DivergenceError(RuntimeError):
     """Training produced a non-finite loss or validation log-likelihood."""
@@ -49,7 +51,7 @@ class FitState:
     best_epoch: int = 0
     bad_evals: int = 0
     train_seconds: float = 0.0
-    step_ms: list[float] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)  # the most recent STEP_TIMES_KEPT (to 2×) step times
     stopped_early: bool = False
     epoch_step: int = 0  # steps already taken in the current (unfinished) epoch
     epoch_rng: torch.Tensor | None = None  # shuffling generator state at the start of the current epoch
@@ -100,6 +102,21 @@ class _StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
+
+    def agreed(self, dist: Dist, device: torch.device | None = None) -> bool:
+        """Whether to stop now: this process got a signal, or (data parallel) any process did. Every process
+        calls this at the same points, so they all stop at the same step."""
+        if dist.world == 1:
+            return self.received is not None
+        flag = torch.tensor([0 if self.received is None else self.received], dtype=torch.int64, device=device)
+        _all_reduce(flag, op="max")
+        if int(flag) and self.received is None:
+            self.received = int(flag)
+        return bool(int(flag))
+
+    @property
+    def signum(self) -> int:
+        return int(self.received or 0)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -237,11 +254,15 @@ def fit(
                 state.step += 1
                 state.epoch_step = i + 1
                 state.step_ms.append(step_ms)
-                loss_sum += loss.detach()
+                loss_sum += loss.detach() * (local.numel() / rows.numel() if dist.world > 1 else 1.0)
                 loss_count += 1
+                if len(state.step_ms) > 2 * STEP_TIMES_KEPT:
+                    del state.step_ms[:-STEP_TIMES_KEPT]
                 bar.update(1)
                 end_of_epoch = i == steps_per_epoch - 1
                 if state.step % log_every == 0 or end_of_epoch:
+                    if dist.world > 1:  # the global batch's loss, and every process takes the same decision
+                        _all_reduce(loss_sum)
                     mean_loss = float(loss_sum) / loss_count
                     if not math.isfinite(mean_loss):
                         raise DivergenceError(_diverged("training loss", state.step, epoch, last_path))
@@ -251,13 +272,14 @@ def fit(
                                      "step_time_ms": step_ms, "train_seconds": state.train_seconds})  # fmt: skip
                     loss_sum.zero_()
                     loss_count = 0
-                if stop.received is not None or (checkpoint_every and state.step % checkpoint_every == 0):
+                stopping = stop.agreed(dist, device)
+                if stopping or (checkpoint_every and state.step % checkpoint_every == 0):
                     if not all(bool(torch.isfinite(p).all()) for p in params):
                         raise DivergenceError(_diverged("parameters", state.step, epoch, last_path))
                     save_last()
-                    if stop.received is not None:
+                    if stopping:
                         bar.close()
-                        raise Preempted(stop.received, state.step, last_path)
+                        raise Preempted(stop.signum, state.step, last_path)
             bar.close()
             state.epoch, state.epoch_step = epoch, 0
 
@@ -287,19 +309,23 @@ def fit(
                     median = statistics.median(state.step_ms)
                     tqdm.write(f"epoch {epoch}: val log-likelihood {val_ll:.4f} ± {val_2se:.4f} nats"
                                f"{' (best)' if improved else ''}, median step {median:.2f} ms")  # fmt: skip
-            elif stop.received is not None:
+            if stop.agreed(dist, device):  # a signal that arrived during the evaluation
                 save_last()
-                raise Preempted(stop.received, state.step, last_path)
+                raise Preempted(stop.signum, state.step, last_path)
     return state
 
 
-def _all_reduce_grads(params: list[torch.Tensor]) -> None:
-    import torch.distributed as dist
+def _all_reduce(t: torch.Tensor, op: str = "sum") -> None:
+    import torch.distributed as torch_dist
 
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX if op == "max" else torch_dist.ReduceOp.SUM)
+
+
+def _all_reduce_grads(params: list[torch.Tensor]) -> None:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        _all_reduce(p.grad)
 
 
 def _diverged(what: str, step: int, epoch: int, last_path: Path) -> str:

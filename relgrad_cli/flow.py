@@ -29,6 +29,14 @@ from .relative import (
 INITS: tuple[str, ...] = ("orthogonal", "identity")
 
 
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether every entry is finite; True where it cannot be read (inside torch.func.vmap, per-sample work)."""
+    try:
+        return bool(torch.isfinite(x).all())
+    except RuntimeError:
+        return True
+
+
 class InvertibleLinear(nn.Module):
     """A square affine layer y = x Wᵀ + b whose ``weight`` (D×D) and ``bias`` (D) are ordinary parameters."""
 
@@ -132,7 +140,7 @@ class InvertibleMLP(nn.Module):
             )
         if not x.is_floating_point():
             x = x.to(self.dtype)
-        if self.check_inputs and not bool(torch.isfinite(x).all()):
+        if self.check_inputs and not _all_finite(x):
             bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
             raise ValueError(
                 f"{what} contains NaN or infinite values (rows {bad[:5].tolist()}"

@@ -89,7 +89,8 @@ class Laplace(Prior):
 
     def sample(self, shape, *, dtype=None, device=None, generator=None) -> torch.Tensor:
         # Inverse CDF on u ∈ (−1/2, 1/2): z = −sign(u) log(1 − 2|u|).
-        u = torch.rand(shape, dtype=dtype, device=device, generator=generator) - 0.5
+        r = torch.rand(shape, dtype=dtype, device=device, generator=generator)
+        u = r.clamp_min(torch.finfo(r.dtype).eps) - 0.5  # r = 0 would give log(0) = −inf
         return -torch.sign(u) * torch.log1p(-2.0 * u.abs())
 
 

@@ -87,7 +87,7 @@ class RelativeAffine(torch.autograd.Function):
             gy_p, y_p, c_p = gy.to(p), y.to(p), c.to(p)
             # On the CPU the scalar c is read for free and folded into one fused addmm/addmv (saves a pass over
             # D×D memory); elsewhere reading it would stall the device queue, so it is applied as a tensor.
-            c_host = float(c_p) if c_p.device.type == "cpu" else None
+            c_host = _host_scalar(c_p)
             if ctx.needs_input_grad[1]:
                 v = y_p.mm(weight)  # (B, D): y W
                 if c_host is not None:
@@ -101,6 +101,17 @@ class RelativeAffine(torch.autograd.Function):
                 else:
                     gb = gy_p.mT.mv(s).addcmul_(bias, c_p)
         return gx, gw, gb
+
+
+def _host_scalar(c: torch.Tensor) -> float | None:
+    """The log-det coefficient as a Python float when reading it is free (a plain CPU tensor), else None.
+    Under torch.func transforms (vmap of grad: per-sample gradients) it cannot be read and stays a tensor."""
+    if c.device.type != "cpu":
+        return None
+    try:
+        return float(c)
+    except RuntimeError:
+        return None
 
 
 class LULogAbsDet(torch.autograd.Function):

@@ -10,6 +10,8 @@ torch and wandb are imported inside the task so ``--help`` and tab completion st
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
 import statistics
 import sys
 import time
@@ -114,12 +116,24 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
         if not resume_from.is_file():
             raise ConfigError(f"trainer.resume={t.resume}: no such checkpoint file; use never, auto or a path")
     if resume_from is not None:
-        ck = load_checkpoint(resume_from)
-        flow.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        generator.set_state(ck["generator"])
-        state = FitState(**ck["state"])
-        print(f"resuming from {resume_from} at epoch {state.epoch}, step {state.step}")
+        try:
+            ck = load_checkpoint(resume_from)
+            flow.load_state_dict(ck["model"])
+        except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as err:
+            raise ConfigError(
+                f"trainer.resume={t.resume}: {resume_from} is not a checkpoint of this model ({err})"
+            ) from None
+        if "optimizer" in ck and "generator" in ck:
+            optimizer.load_state_dict(ck["optimizer"])
+            generator.set_state(ck["generator"])
+            state = FitState(**ck["state"])
+            best_src = resume_from.parent / "best.pt"
+            if best_src.is_file() and best_src.resolve() != (ckpt_dir / "best.pt").resolve():
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(best_src, ckpt_dir / "best.pt")  # the best so far belongs to this run too
+            print(f"resuming from {resume_from} at epoch {state.epoch}, step {state.step}")
+        else:  # a weights-only checkpoint (best.pt): a new run that starts from these weights
+            print(f"starting from the weights in {resume_from} (no optimizer state in it: a new run from there)")
 
     # -- fit -------------------------------------------------------------------------------------------------
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -225,8 +239,8 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             if ds.truth.mixing is not None and m.depth == 1:
                 w = flow.layers[0].weight.detach().double().cpu().numpy()
                 summary["amari"] = amari_distance(w @ ds.truth.mixing)
+        tracker.summary(summary)  # first: a failure while drawing pictures must not cost the summary
         _pictures(flow, ds, run_dir, t.samples, tracker)
-        tracker.summary(summary)
         exit_code = 0
         return summary
     finally:

@@ -59,6 +59,8 @@ def test_cli_writes_json_markdown_and_plot(tmp_path, capsys):
 def test_cli_rejects_bad_values(capsys):
     assert main(["--dims", "0", "8", "--out", "unused"]) == 2
     assert "--dims 0" in capsys.readouterr().err
+    assert main(["--warmup", "0", "--out", "unused"]) == 2
+    assert "--warmup 0" in capsys.readouterr().err
 
 
 def test_help_does_not_import_torch():

@@ -74,7 +74,7 @@ def test_ica_truth_is_exact(mixing, source):
         for i in range(3):
             J = torch.func.jacrev(lambda v: f.transform(v[None], "no_logdet")[0][0])(x[i])
             lp = get_prior(source).log_prob(s[i]).sum() + torch.linalg.slogdet(J).logabsdet
-            assert float(lp) == pytest.approx(float(ds.truth.test_log_prob[i]), abs=1e-9)
+            assert lp.item() == pytest.approx(float(ds.truth.test_log_prob[i]), abs=1e-9)
 
 
 def test_ica_is_deterministic_from_the_seed():

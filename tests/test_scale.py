@@ -84,8 +84,10 @@ def _wait_for_mid_epoch_checkpoint(proc: subprocess.Popen, run_dir: Path) -> Non
     while time.time() < deadline:
         assert proc.poll() is None, "the run ended before it could be interrupted"
         path = run_dir / "checkpoints" / "last.pt"
-        if path.exists() and torch.load(path, weights_only=True)["state"]["epoch"] >= 1:
-            return
+        if path.exists():
+            st = torch.load(path, weights_only=True)["state"]
+            if st["epoch"] >= 1 and st["epoch_step"] > 0:  # past an epoch boundary, in the middle of an epoch
+                return
         time.sleep(0.02)
     raise AssertionError("no checkpoint appeared")
 
@@ -99,7 +101,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     proc.kill()
     proc.wait()
     saved = last(run)["state"]
-    assert saved["step"] < last(tmp_path / "ref")["state"]["step"]
+    assert saved["step"] < last(tmp_path / "ref")["state"]["step"] and saved["epoch_step"] > 0
     res = cli([*LONG, "trainer.resume=auto", f"hydra.run.dir={run}"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"resuming from {run / 'checkpoints' / 'last.pt'}" in res.stdout

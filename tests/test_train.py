@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from wandb_log import history_and_summary
 
-from relgrad_cli.config import register_configs
+from relgrad_cli.config import ConfigError, register_configs
 from relgrad_cli.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,9 @@ def test_relative_and_euclidean_follow_the_same_path_in_float64(tmp_path):
     auto = run(make_cfg(["optim=autograd_logdet", *common]), run_dir=tmp_path / "auto")
     euc = run(make_cfg(["optim=adam", *common]), run_dir=tmp_path / "euc")
     assert euc["test_ll"] == pytest.approx(auto["test_ll"], abs=1e-8)  # same gradient, two ways
-    assert rel["test_ll"] > -4 * 4  # far from a degenerate model (true ll ≈ -9.5 for D=4)
+    untrained = run(make_cfg(["optim.lr=1e-12", *common]), run_dir=tmp_path / "untrained")
+    for trained in (rel, euc):  # measured: untrained −15.10, relative after 4 epochs −13.92
+        assert trained["test_ll"] > untrained["test_ll"] + 0.5
 
 
 def test_early_stopping(tmp_path):
@@ -122,10 +125,11 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_linear_ica_reports_amari(tmp_path):
-    cfg = make_cfg(["model=linear", "data.mixing=linear", "trainer.max_epochs=3", *TINY])
+    cfg = make_cfg(["model=linear", "data.mixing=linear", "trainer.max_epochs=40", "optim.lr=1e-2", *TINY])
     summary = run(cfg, run_dir=tmp_path)
     assert summary["prior"] == "laplace"  # model.prior=auto takes the sources' distribution
-    assert 0 <= summary["amari"] < 4 - 1 and 0 < summary["mcc"] <= 1
+    # measured: untrained Amari 0.90 and MCC 0.71; trained 0.001 and 0.999
+    assert summary["amari"] < 0.05 and summary["mcc"] > 0.98
 
 
 def _cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -226,7 +230,7 @@ def test_every_dataset_trains_through_the_runner(name, tmp_path):
                     "trainer.batch_size=50", "trainer.progress=false", "trainer.samples=4", *extra])  # fmt: skip
     summary = run(cfg, run_dir=tmp_path / "run")
     assert summary["dataset"] == name and summary["steps"] >= 1
-    assert summary["test_ll"] == summary["test_ll"]  # finite, not NaN
+    assert math.isfinite(summary["test_ll"])
     if name in ("mnist", "digits"):
         assert summary["bits_per_dim"] > 0 and (tmp_path / "run" / "samples.png").is_file()
     if name == "toy2d":
@@ -238,3 +242,21 @@ def test_missing_dataset_is_one_line_through_the_cli(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     (line,) = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert "power/data.npy" in line and "relgrad-data download maf" in line
+
+
+def test_resume_from_a_path(tmp_path):
+    """trainer.resume=PATH: a full checkpoint continues that run in a new folder (its best.pt comes along);
+    a weights-only best.pt starts a new run from those weights."""
+    first = run(make_cfg(["trainer.max_epochs=2", *TINY]), run_dir=tmp_path / "a")
+    cont = run(make_cfg(["trainer.max_epochs=3", f"trainer.resume={tmp_path / 'a' / 'checkpoints' / 'last.pt'}",
+                         "trainer.min_delta=1e9", *TINY]), run_dir=tmp_path / "b")  # fmt: skip
+    assert cont["steps"] == 24 and cont["best_epoch"] == first["best_epoch"]
+    a_best = torch.load(tmp_path / "a" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    b_best = torch.load(tmp_path / "b" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(a_best[k], b_best[k]) for k in a_best)  # the test used the best weights, not the last
+    warm = run(make_cfg(["trainer.max_epochs=1", f"trainer.resume={tmp_path / 'a' / 'checkpoints' / 'best.pt'}",
+                         *TINY]), run_dir=tmp_path / "c")  # fmt: skip
+    assert warm["steps"] == 8 and warm["epochs"] == 1  # a new run: its own epoch count
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="is not a checkpoint of this model"):
+        run(make_cfg([f"trainer.resume={tmp_path / 'junk.pt'}", *TINY]), run_dir=tmp_path / "d")
