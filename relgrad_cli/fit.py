@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files import atomic_temp
 from .flow import InvertibleMLP, training_loss
 from .metrics import mean_and_2se
-from .tracking import Tracker, atomic_temp
+from .tracking import Tracker
 
 STEP_TIMES_KEPT = 10_000  # step times kept for the median (the most recent ones)
 

@@ -10,21 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def atomic_temp(path: Path) -> Path:
-    """A new empty temporary file beside ``path`` (same folder, so a rename onto ``path`` is atomic), with the
-    permissions a plain ``open(path, "w")`` would give (mkstemp's are owner-only)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
+from .files import atomic_temp
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -70,7 +70,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert [r["epoch"] for r in rows if r["split"] == "val"] == [1, 2, 3]
 
 
-LONG = ["data.n_train=2000", "trainer.batch_size=10", "trainer.max_epochs=12", "trainer.checkpoint_every=37",
+LONG = ["data.n_train=2000", "trainer.batch_size=10", "trainer.max_epochs=20", "trainer.checkpoint_every=37",
         *TINY]  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import atomic_temp
 from .base import DatasetError, as_root
 
 _CHUNK = 1 << 20
@@ -99,12 +100,6 @@ def file_digest(path: str | Path, algorithm: str = "md5") -> str:
     return digest.hexdigest()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _fetch_to(url: str, handle, algorithm: str, progress: bool, label: str, timeout: float) -> str:
     """Stream ``url`` into the open binary ``handle``; return the hex digest of what was written."""
     from tqdm import tqdm
@@ -143,15 +138,13 @@ def download_file(remote: Remote, folder: str | Path, *, progress: bool = True, 
         return dest
     failures: list[str] = []
     for url in remote.urls:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.filename}.", suffix=".part", dir=folder)
-        tmp = Path(tmp_name)
+        tmp = atomic_temp(dest)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with open(tmp, "wb") as handle:
                 got = _fetch_to(url, handle, algorithm, progress, remote.filename, timeout)
             if got != expected:
                 failures.append(f"{url}: {algorithm} {got}, expected {expected}")
                 continue
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
             os.replace(tmp, dest)
             return dest
         except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts are OSErrors
