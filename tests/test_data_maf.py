@@ -338,3 +338,20 @@ def test_bsds300_missing_split_and_wrong_dim(tmp_path):
     (tmp_path / "BSDS300" / "BSDS300.hdf5").write_bytes(b"junk")
     with pytest.raises(DatasetError, match="could not be opened as HDF5"):
         load_bsds300(tmp_path)
+
+
+def test_bsds300_damaged_chunk(tmp_path):
+    """A file whose header opens but whose compressed chunks are damaged names the file and the split."""
+    path = tmp_path / "BSDS300" / "BSDS300.hdf5"
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        for name, n in (("train", 20000), ("validation", 100), ("test", 100)):
+            f.create_dataset(name, data=rng.random((n, 63), dtype=np.float32), chunks=(min(n, 1000), 63),
+                             compression="gzip")  # fmt: skip
+    raw = bytearray(path.read_bytes())
+    mid = len(raw) // 2
+    raw[mid : mid + 5000] = bytes(5000)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match=r"BSDS300\.hdf5: dataset 'train' could not be read .*re-fetch it"):
+        load_bsds300(tmp_path)

@@ -343,7 +343,12 @@ def load_bsds300(root: str | Path) -> Dataset:
             )
         splits = []
         for key in ("train", "validation", "test"):
-            array = np.asarray(handle[key], dtype=np.float32)
+            try:
+                array = np.asarray(handle[key], dtype=np.float32)
+            except (OSError, ValueError, TypeError) as exc:  # damaged chunks, a non-numeric dataset, ...
+                raise DatasetError(
+                    f"{path}: dataset '{key}' could not be read ({exc}); the file is damaged, re-fetch it: {FETCH_HINT}"
+                ) from None
             if array.ndim != 2 or array.shape[1] != 63:
                 raise DatasetError(f"{path}: dataset '{key}' has shape {array.shape}; BSDS300 patches are N×63")
             splits.append(array)
