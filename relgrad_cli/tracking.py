@@ -41,8 +41,36 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def keep_records_up_to(path: Path, step: int) -> None:
+    """Rewrite ``metrics.jsonl`` (atomically) without the records logged after ``step``, and without a last line
+    cut short by a kill: a run resumed from a checkpoint at ``step`` logs those steps again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line + "\n")
+    tmp = atomic_temp(path)
+    try:
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class Tracker:
-    """Appends records to ``metrics.jsonl`` and mirrors them (and the summary, and images) to W&B when enabled."""
+    """Writes records to ``metrics.jsonl`` and mirrors them (and the summary, and images) to W&B when enabled.
+
+    A new run starts both afresh. A run continued in its own folder (``resume_step``: the step of the checkpoint it
+    continues from) keeps the records up to that step and continues the same W&B run (its id is kept in
+    ``wandb/run-id``; offline, the continuation is a second ``offline-run-*`` folder with the same id, and
+    ``wandb sync`` joins them).
+    """
 
     def __init__(
         self,
@@ -55,10 +83,14 @@ class Tracker:
         name: str | None = None,
         tags: list[str] | None = None,
         config: dict | None = None,
+        resume_step: int | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        metrics = self.run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            keep_records_up_to(metrics, resume_step)
+        self._metrics = open(metrics, "a" if resume_step is not None else "w", buffering=1)
         self.wandb_run = None
         if wandb_mode != "disabled":
             wdir = self.run_dir / "wandb"
@@ -73,7 +105,11 @@ class Tracker:
             os.environ.setdefault("WANDB_SILENT", "true")
             import wandb
 
+            id_file = wdir / "run-id"
+            run_id = id_file.read_text().strip() if resume_step is not None and id_file.is_file() else None
             self.wandb_run = wandb.init(
+                id=run_id,
+                resume="allow" if run_id else None,
                 project=project,
                 entity=entity,
                 group=group,
@@ -84,6 +120,7 @@ class Tracker:
                 dir=str(self.run_dir),
                 reinit="finish_previous",
             )
+            id_file.write_text(self.wandb_run.id + "\n")
 
     def log(self, record: dict[str, Any]) -> None:
         """One JSON line; W&B gets the numeric fields under ``<split>/<key>`` at the record's step."""
@@ -113,8 +150,13 @@ class Tracker:
     def finish(self, exit_code: int = 0) -> None:
         self._metrics.close()
         if self.wandb_run is not None:
+            import wandb
+
             self.wandb_run.finish(exit_code=exit_code)
             self.wandb_run = None
+            # Stop W&B's background service: the next job of a sweep in this process starts its own, which writes
+            # its logs into that job's folder (a shared service keeps writing into the first job's folder).
+            wandb.teardown()
 
 
 class NullTracker:

@@ -67,6 +67,8 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     t, o, m = cfg.trainer, cfg.optim, cfg.model
     gradient, step_rule = str(o.gradient.value), str(o.step.value)
+    ckpt_dir = run_dir / "checkpoints"
+    resume_from = _resume_source(t.resume, run_dir)
 
     # -- data -----------------------------------------------------------------------------------------------
     options = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in ("name", "root")}
@@ -106,15 +108,8 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
                                momentum=o.momentum, weight_decay=o.weight_decay)  # fmt: skip
 
     # -- resume ----------------------------------------------------------------------------------------------
-    ckpt_dir = run_dir / "checkpoints"
     state = FitState()
-    resume_from = None
-    if t.resume == "auto":
-        resume_from = ckpt_dir / "last.pt" if (ckpt_dir / "last.pt").exists() else None
-    elif t.resume != "never":
-        resume_from = Path(t.resume)
-        if not resume_from.is_file():
-            raise ConfigError(f"trainer.resume={t.resume}: no such checkpoint file; use never, auto or a path")
+    continues_here = False  # continuing this folder's own run: keep its records and its W&B run
     if resume_from is not None:
         try:
             ck = load_checkpoint(resume_from)
@@ -127,6 +122,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             optimizer.load_state_dict(ck["optimizer"])
             generator.set_state(ck["generator"])
             state = FitState(**ck["state"])
+            continues_here = resume_from.resolve().parent == ckpt_dir.resolve()
             best_src = resume_from.parent / "best.pt"
             if best_src.is_file() and best_src.resolve() != (ckpt_dir / "best.pt").resolve():
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +145,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             name=f"{group}/{run_dir.name}" if group else run_dir.name,
             tags=list(cfg.logger.tags),
             config=resolved,
+            resume_step=state.step if continues_here else None,
         )
     )
     exit_code = 1
@@ -247,6 +244,35 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
         tracker.finish(exit_code)
 
 
+RUN_FILES = ("metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt")
+
+
+def _resume_source(resume: str, run_dir: Path) -> Path | None:
+    """The checkpoint that ``trainer.resume`` names (None: a new run), checked before any work is done.
+
+    A new run, or one continued from another folder's checkpoint, refuses a run folder that already holds a run's
+    files: it would overwrite that run's checkpoints and records. (``auto`` in a folder that has records but no
+    ``last.pt`` yet — a run stopped before its first checkpoint — starts that run again.)"""
+    ckpt_dir = run_dir / "checkpoints"
+    if resume == "auto":
+        last = ckpt_dir / "last.pt"
+        return last if last.is_file() else None
+    source = None
+    if resume != "never":
+        source = Path(resume)
+        if not source.is_file():
+            raise ConfigError(f"trainer.resume={resume}: no such checkpoint file; use never, auto or a path")
+    if source is not None and source.resolve().parent == ckpt_dir.resolve():
+        return source  # this folder's own checkpoint: its run continues
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if held:
+        raise ConfigError(
+            f"the run folder {run_dir} already holds a run ({', '.join(held)}); continue it with "
+            "trainer.resume=auto, or give this run a new folder (hydra.run.dir=...)"
+        )
+    return source
+
+
 def _init_distributed(device: Any) -> tuple[Any, Any]:
     """Join the process group when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA (one GPU per
     process, cuda:LOCAL_RANK). Returns (Dist, device)."""
@@ -301,19 +327,24 @@ def print_summary(s: dict[str, Any]) -> None:
 def task(cfg: Any) -> float:
     """Hydra task: returns the best validation log-likelihood (for sweepers that optimise it)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import CompactHydraException
     from hydra.types import RunMode
-
-    from .fit import DivergenceError, Preempted
 
     try:
         summary = run(cfg)
-    except Preempted as stop:
-        print(f"relgrad-train: {stop}; continue with trainer.resume=auto hydra.run.dir={stop.path.parent.parent}",
-              file=sys.stderr)  # fmt: skip
-        sys.exit(128 + stop.signum)
-    except (*_user_error_types(), DivergenceError) as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+    except Exception as err:
+        # The fit loop (and torch) is imported only once a run gets that far, so a bad value answers fast.
+        fit = sys.modules.get("relgrad_cli.fit")
+        if fit is not None and isinstance(err, fit.Preempted):
+            print(f"relgrad-train: {err}; continue with trainer.resume=auto hydra.run.dir={err.path.parent.parent}",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(128 + err.signum)
+        user_errors = (*_user_error_types(), *((fit.DivergenceError,) if fit is not None else ()))
+        if not isinstance(err, user_errors) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # the job fails and the sweep goes on; Hydra prints a compact exception as its message alone
+            raise CompactHydraException(f"relgrad-train: error: {err}") from None
         print(f"relgrad-train: error: {err}", file=sys.stderr)
         sys.exit(2)
     finally:
@@ -324,9 +355,8 @@ def task(cfg: Any) -> float:
 
 
 def _leave_distributed() -> None:
-    import torch.distributed as torch_dist
-
-    if torch_dist.is_available() and torch_dist.is_initialized():
+    torch_dist = sys.modules.get("torch.distributed")  # not imported: no process group to leave
+    if torch_dist is not None and torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from wandb_log import history_and_summary
+from wandb_log import history_and_summary, run_identity
 
 from relgrad_cli.config import ConfigError, register_configs
 from relgrad_cli.train import run
@@ -157,6 +157,10 @@ def test_multirun_with_wandb_offline_through_the_cli(tmp_path):
         assert exit_code == 0
         assert any("train/loss" in row for row in history) and any("val/ll" in row for row in history)
         assert float(wsummary["test_ll"]) == pytest.approx(summary["test_ll"])
+        run_id, group = run_identity(run_file)
+        assert group == sweep.name and (job / "wandb" / "run-id").read_text().strip() == run_id
+        # each job's W&B service wrote its logs into that job's folder (not into the first job's)
+        assert any(p.is_file() for p in (job / "wandb" / "cache").rglob("*")), job
     assert seen == {(g, d) for g in ("relative", "autograd_logdet") for d in (3, 5)}
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*wandb*"))
 
@@ -172,6 +176,15 @@ def test_cli_user_errors_are_one_line(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("relgrad-train: error:") and words in lines[0]
         assert "Traceback" not in res.stderr
     assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("summary.json"))
+
+
+def test_a_bad_value_in_a_sweep_fails_that_job_with_one_line(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = _cli(["-m", "optim.lr=-1,0.01", "logger=none", "trainer.max_epochs=1", "data.n_train=200", "data.n_val=100",
+                "data.n_test=100", "trainer.progress=false", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)  # fmt: skip
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert "relgrad-train: error: optim.lr=-1.0 is not allowed: the learning rate must be positive" in res.stderr
+    assert not (sweep / "0" / "summary.json").exists() and (sweep / "1" / "summary.json").is_file()
 
 
 def test_help_names_every_option(tmp_path):
@@ -242,6 +255,29 @@ def test_missing_dataset_is_one_line_through_the_cli(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     (line,) = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert "power/data.npy" in line and "relgrad-data download maf" in line
+
+
+def test_a_run_folder_is_never_overwritten_and_a_continued_run_keeps_one_record_per_step(tmp_path):
+    common = ["logger=wandb", *[o for o in TINY if not o.startswith("logger=")], "trainer.log_every=1"]
+    run(make_cfg(["trainer.max_epochs=2", *common]), run_dir=tmp_path)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    for resume in ("never", str(tmp_path / "elsewhere.pt")):  # a new run, or another folder's checkpoint
+        if resume != "never":
+            shutil.copyfile(tmp_path / "checkpoints" / "last.pt", resume)
+        with pytest.raises(ConfigError, match=r"already holds a run \(metrics.jsonl, summary.json, checkpoints"):
+            run(make_cfg(["trainer.max_epochs=2", f"trainer.resume={resume}", *common]), run_dir=tmp_path)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+    # a kill after the last checkpoint (step 16) leaves records of later steps and a line cut short
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"split": "train", "step": 17, "epoch": 3, "loss": 1.0}\n{"split": "train", "st')
+    run(make_cfg(["trainer.max_epochs=3", "trainer.resume=auto", *common]), run_dir=tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 25))
+    assert [r["epoch"] for r in records if r["split"] == "val"] == [1, 2, 3]
+    first, second = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert run_identity(first)[0] == run_identity(second)[0]  # one W&B run, continued
+    history, _, _ = history_and_summary(second)
+    assert min(int(row["_step"]) for row in history if "_step" in row) > 16
 
 
 def test_resume_from_a_path(tmp_path):

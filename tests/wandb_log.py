@@ -60,3 +60,11 @@ def history_and_summary(path: Path) -> tuple[list[dict[str, str]], dict[str, str
         elif kind == "exit":
             exit_code = rec.exit.exit_code
     return history, summary, exit_code
+
+
+def run_identity(path: Path) -> tuple[str, str]:
+    """(run id, group) recorded in an offline run file."""
+    for rec in read_records(path):
+        if rec.WhichOneof("record_type") == "run":
+            return rec.run.run_id, rec.run.run_group
+    raise AssertionError(f"{path} holds no run record")
