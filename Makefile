@@ -6,7 +6,8 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 ARGS   ?=
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.relgrad-installed
+# The stamp names the torch requirement, so `make test TORCH=...` reinstalls when it changes.
+STAMP  := $(VENV)/.relgrad-installed-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 
 .PHONY: env train test lint clean
 
@@ -14,6 +15,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	rm -f $(VENV)/.relgrad-installed*
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
