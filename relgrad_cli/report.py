@@ -8,11 +8,14 @@ works on a partial sweep. No W&B account is involved.
 
 ``relgrad-report table DIR...`` puts the test log-likelihood of every run (``summary.json``: mean ± 2 s.e. in nats)
 beside the published numbers shipped in ``relgrad_cli/published.yaml`` (the relative-gradient paper's reference
-implementation and the MAF paper's baselines) → ``table.md``, ``table.csv``, ``published.csv``; ``--wandb`` also
+implementation and the MAF paper's baselines) → ``table.md``, ``table.csv``, ``published.csv``. Synthetic ICA has
+no published numbers; when the folders hold ICA runs (data=ica), the table also gets the ``ica`` comparison below
+(relgrad beside FastICA on the same data) as its own section of ``table.md``, and ``ica.csv``. ``--wandb`` also
 logs the tables to an offline W&B run inside the output folder.
 
 ``relgrad-report curves DIR...`` plots the exact validation log-likelihood (``metrics.jsonl`` rows with split
-"val") against training seconds, one line per run labelled by its gradient mode → ``curves.png``, ``curves.md``,
+"val") against training seconds, one line per run labelled by its gradient mode (each mode its own colour and line
+style, so runs whose lines coincide stay visible) → ``curves.png``, ``curves.md``,
 ``curves.csv`` (with the seconds each run needed to reach the level every run of its group reached).
 
 ``relgrad-report ica DIR...`` compares synthetic-ICA runs with scikit-learn's FastICA, fitted by the report on the
@@ -274,6 +277,9 @@ def _digits(*values: Any) -> int:
 
 # ----------------------------------------------------------------------------------------------------------- table
 
+SYNTHETIC_DATASETS = ("ica",)  # no published numbers by nature; compared with FastICA instead (ica_table)
+ICA_SECTION_TITLE = "## Synthetic ICA: relgrad beside FastICA on the same data"
+
 TABLE_COLUMNS = [
     "dataset", "optim", "gradient", "step_rule", "seed", "test_ll", "test_ll_2se", "bits_per_dim", "train_seconds",
     "epochs", "best_epoch", "reference_ll", "reference_2se", "delta_vs_reference", "folder",
@@ -320,8 +326,11 @@ def published_rows(published: dict[str, Any]) -> tuple[list[str], list[list[Any]
     return header, rows
 
 
-def table_markdown(runs: list[tuple[Path, dict[str, Any]]], published: dict[str, Any]) -> str:
-    """Two tables: every run beside the reference implementation, then models × datasets with the MAF baselines."""
+def table_markdown(
+    runs: list[tuple[Path, dict[str, Any]]], published: dict[str, Any], ica_section: str | None = None
+) -> str:
+    """Two tables: every run beside the reference implementation, then models × datasets with the MAF baselines;
+    then ``ica_section`` (the synthetic-ICA comparison with FastICA, see :func:`ica_markdown`) when given."""
     reference, baselines = _published_models(published)
     ref_results = (reference or {}).get("results", {})
     lines = [
@@ -370,11 +379,18 @@ def table_markdown(runs: list[tuple[Path, dict[str, Any]]], published: dict[str,
         cells = [_pm(res[ds]["ll"], res[ds].get("pm"), _digits(res[ds]["ll"])) if ds in res else "–" for ds in datasets]
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     known = {ds for m in published.get("models", []) for ds in m.get("results", {})}
-    if any(ds not in known for ds in datasets):
-        lines += ["", "No published numbers for: " + ", ".join(ds for ds in datasets if ds not in known) + "."]
+    missing = [ds for ds in datasets if ds not in known and ds not in SYNTHETIC_DATASETS]
+    if missing:
+        lines += ["", "No published numbers for: " + ", ".join(missing) + "."]
+    if any(ds in SYNTHETIC_DATASETS for ds in datasets):
+        where = "the section below" if ica_section else "relgrad-report ica"
+        lines += ["", f"ica: synthetic data, so no published numbers by nature; its comparison is FastICA on the same "
+                      f"data ({where})."]  # fmt: skip
     lines += ["", "Sources: " + "; ".join(f"{m['label']}: {m.get('paper')}" for m in [reference] if m)
               + "; baselines: Papamakarios et al. 2017 (MAF), Tables 1–2. Every number's source is in published.csv "
               "(relgrad_cli/published.yaml)."]  # fmt: skip
+    if ica_section:
+        lines += ["", ICA_SECTION_TITLE, "", ica_section.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -423,16 +439,27 @@ def cmd_table(args: argparse.Namespace) -> int:
     published = load_published()
     out = args.out or args.dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    md = table_markdown(runs, published)
     header, rows = results_table(runs, published)
     pub_header, pub_rows = published_rows(published)
+    tables = {"results": (header, rows), "published": (pub_header, pub_rows)}
+    ica_section = None
+    if any(s.get("dataset") in SYNTHETIC_DATASETS for _, s in runs):
+        try:
+            tables["ica"] = ica_table(args.dirs, fun=args.fun, max_iter=args.max_iter)
+            ica_section = ica_markdown(*tables["ica"])
+        except ReportError as err:  # the density table stands on its own; say why the comparison is missing
+            ica_section = f"FastICA comparison not computed: {err}\n"
+            print(f"relgrad-report: warning: {ica_section}", end="", file=sys.stderr)
+    md = table_markdown(runs, published, ica_section)
     (out / "table.md").write_text(md)
     (out / "table.csv").write_text(to_csv(header, rows))
     (out / "published.csv").write_text(to_csv(pub_header, pub_rows))
+    if "ica" in tables:
+        (out / "ica.csv").write_text(to_csv(*tables["ica"]))
     print(md)
-    wrote = f"wrote {out / 'table.md'}, table.csv, published.csv"
+    wrote = f"wrote {out / 'table.md'}, table.csv, published.csv" + (", ica.csv" if "ica" in tables else "")
     if args.wandb:
-        run_dir = log_to_wandb(out, {"results": (header, rows), "published": (pub_header, pub_rows)}, "report-table")
+        run_dir = log_to_wandb(out, tables, "report-table")
         wrote += f"; W&B offline run {run_dir} (upload with: wandb sync {run_dir})"
     print(f"{len(runs)} runs; {wrote}")
     return 0
@@ -441,6 +468,11 @@ def cmd_table(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------- curves
 
 GRADIENT_STYLE = {"relative": "C0", "autograd_logdet": "C3", "euclidean": "C1", "no_logdet": "C7"}
+# (line style, width) per gradient mode. autograd_logdet and euclidean compute the same gradient, so their lines can
+# coincide exactly: euclidean, drawn after autograd_logdet (runs are drawn in gradient order), is dashed so that the
+# wider dotted autograd_logdet line under it shows in its gaps.
+GRADIENT_LINESTYLE = {"relative": ("-", 2.0), "autograd_logdet": ((0, (1, 1)), 3.2), "euclidean": ((0, (5, 3)), 2.0),
+                      "no_logdet": ("-.", 2.0)}  # fmt: skip
 
 
 def _read_config(folder: Path) -> dict[str, Any] | None:
@@ -540,7 +572,8 @@ def curves_plot(curves: list[dict[str, Any]], path: Path, logx: bool = False) ->
             if not c["finished"]:
                 label += " (unfinished)"
             color = GRADIENT_STYLE.get(c["gradient"], f"C{4 + i % 3}")
-            ax.plot(xs, ys, "-", color=color, lw=2, alpha=0.9, label=label)
+            style, width = GRADIENT_LINESTYLE.get(c["gradient"], ((0, (3, 1, 1, 1, 1, 1)), 2.0))
+            ax.plot(xs, ys, linestyle=style, color=color, lw=width, alpha=0.9, label=label)
             ax.plot(xs[-1], ys[-1], "o", color=color, ms=6)
             best = max(range(len(ys)), key=ys.__getitem__)
             ax.plot(xs[best], ys[best], "*", color=color, ms=12, mec="black", mew=0.6)
@@ -682,6 +715,8 @@ def ica_table(dirs: list[Path], fun: str = "logcosh", max_iter: int = 10000) -> 
     for folder, summary in find_runs(dirs):
         cfg = _read_config(folder)
         if cfg is None:
+            if summary.get("dataset") not in SYNTHETIC_DATASETS:
+                continue  # not an ICA run (e.g. a density run beside them in `relgrad-report table`)
             raise ReportError(
                 f"{folder} has no .hydra/config.yaml, so its data cannot be regenerated for FastICA; run through "
                 "relgrad-train (or save the composed config there)"
@@ -758,10 +793,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="where to write sweep.{md,csv,png} (default: the first folder)")
     s.set_defaults(func=cmd_sweep)
 
-    t = sub.add_parser("table", help="test log-likelihood of every run beside the published numbers")
+    t = sub.add_parser(
+        "table",
+        help="test log-likelihood of every run beside the published numbers; synthetic-ICA runs (data=ica) also "
+        "beside FastICA on the same data, as in the ica command",
+    )
     t.add_argument("dirs", type=Path, nargs="+", help="run folders or sweep folders (searched for summary.json)")
-    t.add_argument("--out", type=Path, help="where to write table.{md,csv}, published.csv (default: the first folder)")
+    t.add_argument("--out", type=Path, help="where to write table.{md,csv}, published.csv and, with ICA runs, ica.csv "
+                   "(default: the first folder)")  # fmt: skip
     t.add_argument("--wandb", action="store_true", help="also log the tables to an offline W&B run under OUT/wandb")
+    _fastica_options(t)
     t.set_defaults(func=cmd_table)
 
     c = sub.add_parser("curves", help="validation log-likelihood against training seconds, one line per run")
@@ -773,10 +814,14 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ica", help="synthetic-ICA runs against FastICA on the same data (Amari, MCC, NLL gap, time)")
     i.add_argument("dirs", type=Path, nargs="+", help="run folders or sweep folders of data=ica runs")
     i.add_argument("--out", type=Path, help="where to write ica.{md,csv} (default: the first folder)")
-    i.add_argument("--fun", choices=FASTICA_FUNS, default="logcosh", help="FastICA contrast (default: %(default)s)")
-    i.add_argument("--max-iter", type=int, default=10000, help="FastICA iteration cap (default: %(default)s)")
+    _fastica_options(i)
     i.set_defaults(func=cmd_ica)
     return p
+
+
+def _fastica_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--fun", choices=FASTICA_FUNS, default="logcosh", help="FastICA contrast (default: %(default)s)")
+    sub.add_argument("--max-iter", type=int, default=10000, help="FastICA iteration cap (default: %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,15 +171,26 @@ def test_curves_plot_one_line_per_gradient_mode_on_the_same_data(tmp_path, capsy
 # ------------------------------------------------------------------------------------------------------------- ica
 
 
-def test_ica_report_compares_both_gradients_with_fastica_on_regenerated_data(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def ica_runs(tmp_path_factory):
+    """The issue's `relgrad-train -m experiment=ica_linear optim=relative,adam`, shrunk: (folder, {optim: summary})."""
+    tmp = tmp_path_factory.mktemp("ica")
+    runs = tmp / "runs"
+    with pytest.MonkeyPatch.context() as mp:  # as conftest's per-test isolation, for this module-wide fixture
+        mp.setenv("RELGRAD_DATA", str(tmp / "data"))
+        mp.setenv("HOME", str(tmp / "home"))
+        return runs, {o: _run([*ICA_SMALL, f"optim={o}"], runs / {"relative": "relative", "adam": "euclidean"}[o])
+                      for o in ("relative", "adam")}  # fmt: skip
+
+
+def test_ica_report_compares_both_gradients_with_fastica_on_regenerated_data(ica_runs, tmp_path, capsys):
     from sklearn.decomposition import FastICA
 
     from relgrad_cli.data import load_dataset
     from relgrad_cli.metrics import amari_distance
 
-    runs, out = tmp_path / "runs", tmp_path / "report"
-    s_rel = _run([*ICA_SMALL, "optim=relative"], runs / "relative")
-    s_euc = _run([*ICA_SMALL, "optim=adam"], runs / "euclidean")
+    (runs, summaries), out = ica_runs, tmp_path / "report"
+    s_rel, s_euc = summaries["relative"], summaries["adam"]
     assert main(["ica", str(runs), "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "ica.csv").open()))
     assert [r["method"] for r in rows] == [
@@ -196,6 +207,41 @@ def test_ica_report_compares_both_gradients_with_fastica_on_regenerated_data(tmp
     md = (out / "ica.md").read_text()
     assert md in capsys.readouterr().out
     assert "### D=4, laplace sources, linear mixing, cond 5.0, N=2000, data seed 0" in md
+
+
+def test_table_on_ica_runs_includes_the_fastica_comparison(ica_runs, tmp_path, capsys):
+    (runs, summaries), out = ica_runs, tmp_path / "report"
+    assert main(["table", str(runs), "--out", str(out), "--wandb"]) == 0
+    md = (out / "table.md").read_text()
+    assert md in capsys.readouterr().out
+    assert [r["dataset"] for r in csv.DictReader((out / "table.csv").open())] == ["ica", "ica"]
+    assert "No published numbers" not in md and "ica: synthetic data, so no published numbers by nature" in md
+    section = md[md.index("## Synthetic ICA: relgrad beside FastICA on the same data") :]
+    assert "### D=4, laplace sources, linear mixing, cond 5.0, N=2000, data seed 0" in section
+    for optim, gradient in (("relative", "relative"), ("adam", "euclidean")):
+        s = summaries[optim]
+        assert s["amari"] < 0.05
+        row = f"| relgrad {gradient} gradient + adam | {s['seed']} | {s['amari']:.5f} | {s['mcc']:.4f} |"
+        assert row in section
+    fastica = [line for line in section.splitlines() if line.startswith("| FastICA (logcosh, unit-variance")]
+    assert len(fastica) == 1 and float(fastica[0].split("|")[3]) < 0.05  # its Amari distance
+
+    # ica.csv: the rows `relgrad-report ica` writes (FastICA's timings aside)
+    assert main(["ica", str(runs), "--out", str(tmp_path / "ica")]) == 0
+    rows, alone = ([r for r in csv.DictReader((d / "ica.csv").open())] for d in (out, tmp_path / "ica"))
+    assert [r["method"] for r in rows] == [
+        "relgrad euclidean gradient + adam", "relgrad relative gradient + adam",
+        "FastICA (logcosh, unit-variance whitening)",
+    ]  # fmt: skip
+    timing = {"train_seconds", "fit_seconds"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in rows] == [
+        {k: v for k, v in r.items() if k not in timing} for r in alone
+    ]
+    assert float(rows[1]["amari"]) == pytest.approx(summaries["relative"]["amari"])
+
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    history, _, exit_code = history_and_summary(run_file)
+    assert exit_code == 0 and history[0]["ica/nrows"] == "3" and history[0]["results/nrows"] == "2"
 
 
 def test_fastica_density_is_the_exact_likelihood_of_its_rescaled_linear_model():
@@ -232,3 +278,7 @@ def test_report_errors_name_what_is_missing(tmp_path, capsys):
     assert main(["ica", str(bare)]) == 2
     err = capsys.readouterr().err
     assert f"{bare.resolve()} has no .hydra/config.yaml" in err and len(err.strip().splitlines()) == 1
+    # the density table still works from summary.json alone and says why the FastICA section is missing
+    assert main(["table", str(bare)]) == 0
+    assert f"FastICA comparison not computed: {bare.resolve()} has no .hydra/config.yaml" in capsys.readouterr().err
+    assert "FastICA comparison not computed" in (bare / "table.md").read_text() and not (bare / "ica.csv").exists()
