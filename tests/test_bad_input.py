@@ -58,6 +58,26 @@ def _miniboone_with_nan(root: Path) -> list[str]:
     return ["data=miniboone"]
 
 
+def _miniboone_with_inf(root: Path) -> list[str]:
+    data = np.random.default_rng(0).normal(size=(500, 43))
+    data[11, 5] = np.inf
+    (root / "miniboone").mkdir(parents=True)
+    np.save(root / "miniboone" / "data.npy", data)
+    return ["data=miniboone"]
+
+
+def _bsds_with_minus_inf(root: Path) -> list[str]:
+    """-inf in a split that BSDS300 uses as stored (no statistics are computed on it)."""
+    import h5py
+    import test_data_maf as maf
+
+    arrays = maf.write_bsds(root)
+    arrays["test"][4, 9] = -np.inf
+    with h5py.File(root / "BSDS300" / "BSDS300.hdf5", "r+") as f:
+        f["test"][...] = arrays["test"]
+    return ["data=bsds300"]
+
+
 def _nothing(root: Path) -> list[str]:
     return []
 
@@ -68,6 +88,13 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str], list[str]]] = [
     ("HDF5 missing a split", _bsds_missing_split, [], ["BSDS300.hdf5", "validation"]),
     ("wrong dimension", _power_wrong_dimension, [], ["power/data.npy"]),
     ("NaN in the data", _miniboone_with_nan, [], ["miniboone/data.npy", "NaN or infinite", "row 7, column 3"]),
+    ("inf in the data", _miniboone_with_inf, [], ["miniboone/data.npy", "NaN or infinite", "row 11, column 5"]),
+    (
+        "-inf in an HDF5 split",
+        _bsds_with_minus_inf,
+        [],
+        ["BSDS300/BSDS300.hdf5", "test split holds NaN or infinite", "row 4, column 9", "download maf"],
+    ),
     ("zero lr", _nothing, ["optim.lr=0"], ["optim.lr=0.0", "positive"]),
     ("negative lr", _nothing, ["optim.lr=-0.1"], ["optim.lr=-0.1"]),
     ("batch size 0", _nothing, ["trainer.batch_size=0"], ["trainer.batch_size=0"]),

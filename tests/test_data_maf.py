@@ -353,5 +353,7 @@ def test_bsds300_damaged_chunk(tmp_path):
     mid = len(raw) // 2
     raw[mid : mid + 5000] = bytes(5000)
     path.write_bytes(bytes(raw))
-    with pytest.raises(DatasetError, match=r"BSDS300\.hdf5: dataset 'train' could not be read .*re-fetch it"):
+    with pytest.raises(
+        DatasetError, match=r"BSDS300\.hdf5: dataset 'train' could not be read .*relgrad-data download maf"
+    ):
         load_bsds300(tmp_path)

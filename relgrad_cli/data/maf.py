@@ -41,6 +41,7 @@ MAF_FILES: dict[str, tuple[str, ...]] = {
 #: dimension after preprocessing
 MAF_DIMS = {"power": 6, "gas": 8, "hepmass": 21, "miniboone": 43, "bsds300": 63}
 FETCH_HINT = "`relgrad-data download maf` fetches the MAF archive (data.tar.gz, about 0.9 GB) and unpacks it"
+REFETCH = f"delete it and re-fetch the official file: {FETCH_HINT}"
 
 
 def _require(root: Path, name: str) -> list[Path]:
@@ -68,9 +69,11 @@ def _load_npy(path: Path, n_cols: int, name: str) -> np.ndarray:
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{path} could not be read as a .npy array ({exc}); re-fetch it: {FETCH_HINT}") from None
+        raise DatasetError(f"{path} could not be read as a .npy array ({exc}); {REFETCH}") from None
     if data.ndim != 2 or data.shape[1] != n_cols:
-        raise DatasetError(f"{path} has shape {data.shape}; the {name.upper()} file of the MAF archive is N×{n_cols}")
+        raise DatasetError(
+            f"{path} has shape {data.shape}; the {name.upper()} file of the MAF archive is N×{n_cols}; {REFETCH}"
+        )
     return data.astype(np.float64)
 
 
@@ -82,13 +85,15 @@ def _standardize(
         row, col = np.argwhere(~np.isfinite(reference))[0].tolist()
         raise DatasetError(
             f"{what}: contains NaN or infinite values (first at row {row}, column {col} of the statistics split); "
-            "the file is corrupt or not the MAF one — re-fetch it"
+            f"the file is corrupt or not the MAF one, {REFETCH}"
         )
     mu = reference.mean(axis=0)
     sd = reference.std(axis=0, ddof=ddof)
     if not np.all(sd > 0):
         cols = np.flatnonzero(~(sd > 0)).tolist()
-        raise DatasetError(f"{what}: column(s) {cols} are constant on the statistics split; the file looks corrupt")
+        raise DatasetError(
+            f"{what}: column(s) {cols} are constant on the statistics split; the file looks corrupt, {REFETCH}"
+        )
     return tuple(((s - mu) / sd).astype(dtype) for s in splits)
 
 
@@ -98,10 +103,15 @@ def _dataset(name: str, splits: tuple[np.ndarray, ...], files: list[Path], steps
         if split.shape[1] != MAF_DIMS[name]:
             raise DatasetError(
                 f"{', '.join(map(str, files))}: preprocessing gave {split.shape[1]} columns, expected "
-                f"{MAF_DIMS[name]} for {name.upper()}; the file does not have the MAF archive's layout"
+                f"{MAF_DIMS[name]} for {name.upper()}; the file does not have the MAF archive's layout, {REFETCH}"
             )
+    for split_name, split in zip(("train", "validation", "test"), splits, strict=True):
         if not np.all(np.isfinite(split)):
-            raise DatasetError(f"{', '.join(map(str, files))}: non-finite values after preprocessing (corrupt file?)")
+            row, col = np.argwhere(~np.isfinite(split))[0]
+            raise DatasetError(
+                f"{', '.join(map(str, files))}: the {split_name} split holds NaN or infinite values (first at row "
+                f"{row}, column {col} after preprocessing); the file is corrupt, {REFETCH}"
+            )
     return Dataset(
         name=name,
         train=train,
@@ -201,10 +211,12 @@ def read_gas_frame(path: str | Path) -> Any:
         except Exception as second:
             raise DatasetError(
                 f"{path} could not be unpickled as a pandas DataFrame ({type(first).__name__}: {first}; legacy "
-                f"reader: {type(second).__name__}: {second}); re-fetch the official file: {FETCH_HINT}"
+                f"reader: {type(second).__name__}: {second}); {REFETCH}"
             ) from None
     if not isinstance(frame, pd.DataFrame):
-        raise DatasetError(f"{path} holds a {type(frame).__name__}, not the pandas DataFrame of the MAF archive")
+        raise DatasetError(
+            f"{path} holds a {type(frame).__name__}, not the pandas DataFrame of the MAF archive; {REFETCH}"
+        )
     return frame
 
 
@@ -224,12 +236,12 @@ def load_gas(root: str | Path) -> Dataset:
     if absent:
         raise DatasetError(
             f"{path} has no column(s) {', '.join(absent)} (columns: {', '.join(map(str, frame.columns))}); "
-            f"the MAF GAS pickle has Time, Meth, Eth and 16 sensor columns"
+            f"the MAF GAS pickle has Time, Meth, Eth and 16 sensor columns; {REFETCH}"
         )
     try:
         frame = frame.drop(columns=["Meth", "Eth", "Time"]).astype(np.float64)
     except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{path}: the sensor columns are not all numeric ({exc})") from None
+        raise DatasetError(f"{path}: the sensor columns are not all numeric ({exc}); {REFETCH}") from None
     dropped: list[str] = []
     while True:
         counts = (frame.corr() > 0.98).sum(axis=1).to_numpy()
@@ -259,9 +271,11 @@ def _read_csv(path: Path) -> Any:
     try:
         frame = pd.read_csv(path, index_col=False)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise DatasetError(f"{path} could not be parsed as CSV ({exc}); re-fetch it: {FETCH_HINT}") from None
+        raise DatasetError(f"{path} could not be parsed as CSV ({exc}); {REFETCH}") from None
     if frame.shape[1] < 2 or not all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
-        raise DatasetError(f"{path} is not a numeric CSV with a header line (columns: {list(frame.columns)[:5]}…)")
+        raise DatasetError(
+            f"{path} is not a numeric CSV with a header line (columns: {list(frame.columns)[:5]}…); {REFETCH}"
+        )
     return frame
 
 
@@ -283,10 +297,12 @@ def load_hepmass(root: str | Path) -> Dataset:
     if train.shape[1] != test.shape[1]:
         raise DatasetError(
             f"{test_path} has {test_frame.shape[1]} columns but {train_path} has {train_frame.shape[1]}; the MAF "
-            f"HEPMASS test table has exactly one column more (dropped as MAF does)"
+            f"HEPMASS test table has exactly one column more (dropped as MAF does); {REFETCH}"
         )
     if len(train) < 10 or len(test) < 1:
-        raise DatasetError(f"{train_path} / {test_path} hold too few signal rows (label 1): {len(train)}/{len(test)}")
+        raise DatasetError(
+            f"{train_path} / {test_path} hold too few signal rows (label 1): {len(train)}/{len(test)}; {REFETCH}"
+        )
     train, test = _standardize((train, test), train, ddof=1, what=train_path, dtype=np.float64)
     keep = np.array([np.count_nonzero(col == col.min()) <= 5 for col in train.T])
     train, test = train[:, keep], test[:, keep]
@@ -333,13 +349,13 @@ def load_bsds300(root: str | Path) -> Dataset:
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
-        raise DatasetError(f"{path} could not be opened as HDF5 ({exc}); re-fetch it: {FETCH_HINT}") from None
+        raise DatasetError(f"{path} could not be opened as HDF5 ({exc}); {REFETCH}") from None
     with handle:
         missing = [key for key in ("train", "validation", "test") if key not in handle]
         if missing:
             raise DatasetError(
                 f"{path} has no dataset(s) {', '.join(missing)} (it has: {', '.join(sorted(handle.keys()))}); "
-                f"the MAF file has train, validation and test"
+                f"the MAF file has train, validation and test; {REFETCH}"
             )
         splits = []
         for key in ("train", "validation", "test"):
@@ -347,9 +363,11 @@ def load_bsds300(root: str | Path) -> Dataset:
                 array = np.asarray(handle[key], dtype=np.float32)
             except (OSError, ValueError, TypeError) as exc:  # damaged chunks, a non-numeric dataset, ...
                 raise DatasetError(
-                    f"{path}: dataset '{key}' could not be read ({exc}); the file is damaged, re-fetch it: {FETCH_HINT}"
+                    f"{path}: dataset '{key}' could not be read ({exc}); the file is damaged, {REFETCH}"
                 ) from None
             if array.ndim != 2 or array.shape[1] != 63:
-                raise DatasetError(f"{path}: dataset '{key}' has shape {array.shape}; BSDS300 patches are N×63")
+                raise DatasetError(
+                    f"{path}: dataset '{key}' has shape {array.shape}; BSDS300 patches are N×63, {REFETCH}"
+                )
             splits.append(array)
     return _dataset("bsds300", tuple(splits), [path], "none (the file holds the final splits)")
