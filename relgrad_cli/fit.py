@@ -13,6 +13,15 @@ r, r+W, … of each global batch (n_r of N rows), back-propagates (n_r/N)·L_r, 
 processes. The sum is the gradient of the global batch's mean loss, and since every L_r contains −log|det W| once
 with weight n_r/N, the log-det term is counted exactly once (also for the relative gradient, whose log-det
 coefficient comes from autograd).
+
+Divergence is caught at the step it happens without a device→host synchronisation per step: the loss (and, with
+clipping, the gradient norm) of every step is kept as a device tensor until the next log or checkpoint point, which
+reads them at once and names the first non-finite one (see :class:`_Window`).
+
+Stopping on signals: SIGTERM and SIGUSR1 — and, inside a submitit job (hydra's submitit launchers), the signal
+submitit gets before the time limit (``JobEnvironment.USR_SIG``, SIGUSR2 by default) — make the loop write ``last.pt``
+at the next step boundary; then the signal goes on to the handler it displaced (submitit's requeues the job and
+exits), or, without one, :class:`Preempted` is raised.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -86,23 +95,44 @@ class Dist:
         return cls()
 
 
+def _borrowed_signals() -> list[int]:
+    """The before-timeout signals to catch besides SIGTERM/SIGUSR1: submitit's ``JobEnvironment.USR_SIG`` (the
+    signal named by SUBMITIT_PREEMPT_SIGNAL, default USR2) inside a submitit job (SUBMITIT_EXECUTOR is set), and
+    either it or SIGUSR2 wherever a Python handler is already installed for it (whose turn comes after ours). A
+    signal that is ignored, or handled outside Python, is left alone."""
+    submitit_sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    out: list[int] = []
+    for sig in (submitit_sig, getattr(signal, "SIGUSR2", None)):
+        if sig is None or sig in out or sig in _StopSignals.SIGNALS:
+            continue
+        old = signal.getsignal(sig)
+        if callable(old) or (sig == submitit_sig and "SUBMITIT_EXECUTOR" in os.environ and old == signal.SIG_DFL):
+            out.append(sig)
+    return out
+
+
 class _StopSignals:
-    """Record SIGTERM/SIGUSR1 while active (main thread only) instead of dying; restores the old handlers."""
+    """Record SIGTERM/SIGUSR1 (and a scheduler's before-timeout signal, see :func:`_borrowed_signals`) while active
+    (main thread only) instead of dying; restores the old handlers, and :meth:`stop` hands the signal over to the
+    handler it displaced."""
 
     SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
 
     def __init__(self) -> None:
-        self.received: int | None = None
+        self.received: int | None = None  # the signal to stop on: this process's, or (data parallel) another's
+        self.own: int | None = None  # the signal this process received itself
+        self._frame: Any = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
+            for sig in (*self.SIGNALS, *_borrowed_signals()):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
+        self.received = self.own = signum
+        self._frame = frame
 
     def agreed(self, dist: Dist, device: torch.device | None = None) -> bool:
         """Whether to stop now: this process got a signal, or (data parallel) any process did. Every process
@@ -119,9 +149,70 @@ class _StopSignals:
     def signum(self) -> int:
         return int(self.received or 0)
 
+    def stop(self, step: int, path: Path) -> NoReturn:
+        """After ``last.pt`` is written: give the signal this process received to the Python handler it displaced
+        (submitit's requeues the job and exits), with the old handlers back in place; raise :class:`Preempted`
+        when there was no such handler, when it returns, or when the signal came from another process."""
+        previous = self._old.get(self.own) if self.own is not None else None
+        frame, self._frame = self._frame, None
+        self.__exit__()
+        if callable(previous):
+            previous(self.own, frame)
+        raise Preempted(self.signum, step, path)
+
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        self._old = {}
+
+
+class _Window:
+    """The training losses (and clipped gradient norms) of the steps since the last log point, kept as 0-dim device
+    tensors: recording a step costs no arithmetic and no device→host synchronisation. :meth:`read` fetches them at
+    once (at log and checkpoint points) and names the first non-finite one, so divergence is reported at the step it
+    happened whatever ``log_every`` is."""
+
+    def __init__(self) -> None:
+        self.reset(0)
+
+    def add(self, loss: torch.Tensor, norm: torch.Tensor | None = None) -> None:
+        """Record one step: its (process-weighted) loss and, when clipping, the gradient norm (0-dim tensors)."""
+        self._losses.append(loss)
+        if norm is not None:
+            self._norms.append(norm)
+        self.count += 1
+
+    def reset(self, step: int) -> None:
+        """Start an empty window after ``step`` steps."""
+        self.start, self.count = step, 0  # steps taken before the window's first step; steps recorded in it
+        self._losses: list[torch.Tensor] = []
+        self._norms: list[torch.Tensor] = []
+
+    @staticmethod
+    def _values(tensors: list[torch.Tensor], dist: Dist | None) -> list[float]:
+        if not tensors:
+            return []
+        values = torch.stack(tensors).double()
+        if dist is not None and dist.world > 1:
+            _all_reduce(values)
+        return values.tolist()
+
+    def read(self, dist: Dist) -> tuple[list[float], tuple[str, int] | None]:
+        """(the global batch's loss of each step in the window, (what, step) of the first non-finite training loss
+        or gradient norm, or None). In data-parallel runs this is a collective call with the same result in every
+        process: the per-step losses are summed over processes (a non-finite local loss makes the sum non-finite);
+        gradient norms are the same everywhere (computed after the gradients were summed)."""
+        if self.count == 0:  # every process has the same count: no collective call is skipped by one alone
+            return [], None
+        losses = self._values(self._losses, dist)
+        norms = self._values(self._norms, None)
+        bad_loss = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        bad_norm = next((i for i, v in enumerate(norms) if not math.isfinite(v)), None)
+        if bad_norm is not None and (bad_loss is None or bad_norm < bad_loss):
+            return losses, ("gradient", self.start + bad_norm + 1)
+        if bad_loss is not None:
+            return losses, ("training loss", self.start + bad_loss + 1)
+        return losses, None
 
 
 def save_checkpoint(
@@ -138,6 +229,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "model": flow.state_dict(),
+        "flow": flow.config(),  # the architecture: InvertibleMLP.from_checkpoint rebuilds the flow from the file
         "state": {k: v for k, v in vars(state).items()},
         "extra": extra or {},
     }
@@ -197,9 +289,13 @@ def fit(
     ``min_delta`` nats for more than ``patience`` consecutive evaluations.
 
     Writes ``checkpoint_dir/best.pt`` (best validation) and ``last.pt`` (after every evaluation, every
-    ``checkpoint_every`` steps when > 0, and on SIGTERM/SIGUSR1, after which it raises :class:`Preempted`)
-    atomically; only the main process writes. ``grad_clip`` > 0 clips the global gradient norm. Returns the final
-    state; pass ``state`` (with ``generator`` restored) to continue a resumed run."""
+    ``checkpoint_every`` steps when > 0, and on SIGTERM/SIGUSR1 or submitit's before-timeout signal, after which it
+    hands the signal to the handler it displaced or raises :class:`Preempted`) atomically; only the main process
+    writes, and never non-finite weights. A non-finite training loss or gradient norm raises
+    :class:`DivergenceError` naming the first step it happened at (found at the next log or checkpoint point).
+    ``grad_clip`` > 0 clips the global gradient norm. Returns the final state; pass ``state`` (with ``generator``
+    restored) to continue a resumed run. In data-parallel runs each process prints how many training rows it
+    back-propagated."""
     from tqdm.auto import tqdm
 
     state = state or FitState()
@@ -214,6 +310,16 @@ def fit(
         if dist.main:
             save_checkpoint(last_path, flow, optimizer, state, generator)
 
+    window = _Window()
+    rows_here = 0  # training rows this process back-propagated
+
+    def checked_losses(epoch: int) -> list[float]:
+        """The window's per-step losses; DivergenceError at the first non-finite loss or gradient norm in it."""
+        losses, bad = window.read(dist)
+        if bad is not None:
+            raise DivergenceError(_diverged(bad[0], bad[1], epoch, last_path))
+        return losses
+
     with _StopSignals() as stop:
         while state.epoch < max_epochs and not state.stopped_early:
             epoch = state.epoch + 1
@@ -226,8 +332,7 @@ def fit(
             bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {epoch}/{max_epochs}",
                        disable=None if (progress and dist.main) else True, leave=False, mininterval=0.5,
                        dynamic_ncols=True)  # fmt: skip
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            loss_count = 0
+            window.reset(state.step)
             last_time = time.perf_counter()
             for i in range(state.epoch_step, steps_per_epoch):
                 rows = order[i * batch_size : (i + 1) * batch_size]
@@ -242,10 +347,7 @@ def fit(
                     (loss * (local.numel() / rows.numel()) if dist.world > 1 else loss).backward()
                 if dist.world > 1:
                     _all_reduce_grads(params)
-                if grad_clip > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                    if not torch.isfinite(norm):
-                        raise DivergenceError(_diverged("gradient", state.step + 1, epoch, last_path))
+                norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else None
                 optimizer.step()
                 _sync(device)
                 now = time.perf_counter()
@@ -255,32 +357,30 @@ def fit(
                 state.step += 1
                 state.epoch_step = i + 1
                 state.step_ms.append(step_ms)
-                loss_sum += loss.detach() * (local.numel() / rows.numel() if dist.world > 1 else 1.0)
-                loss_count += 1
+                rows_here += local.numel()
+                window.add(loss.detach() * (local.numel() / rows.numel()) if dist.world > 1 else loss.detach(), norm)
                 if len(state.step_ms) > 2 * STEP_TIMES_KEPT:
                     del state.step_ms[:-STEP_TIMES_KEPT]
                 bar.update(1)
                 end_of_epoch = i == steps_per_epoch - 1
                 if state.step % log_every == 0 or end_of_epoch:
-                    if dist.world > 1:  # the global batch's loss, and every process takes the same decision
-                        _all_reduce(loss_sum)
-                    mean_loss = float(loss_sum) / loss_count
-                    if not math.isfinite(mean_loss):
-                        raise DivergenceError(_diverged("training loss", state.step, epoch, last_path))
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", step_ms=f"{step_ms:.2f}")
+                    losses = checked_losses(epoch)  # global batches' losses: every process takes the same decision
+                    mean_loss = math.fsum(losses) / len(losses)
+                    window_ms = statistics.median(state.step_ms[-len(losses) :])  # the logged steps' median
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", step_ms=f"{window_ms:.2f}")
                     if dist.main:
                         tracker.log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss,
-                                     "step_time_ms": step_ms, "train_seconds": state.train_seconds})  # fmt: skip
-                    loss_sum.zero_()
-                    loss_count = 0
+                                     "step_time_ms": window_ms, "train_seconds": state.train_seconds})  # fmt: skip
+                    window.reset(state.step)
                 stopping = stop.agreed(dist, device)
                 if stopping or (checkpoint_every and state.step % checkpoint_every == 0):
-                    if not all(bool(torch.isfinite(p).all()) for p in params):
+                    checked_losses(epoch)  # a non-finite loss since the last log point: keep the last good last.pt
+                    if not all(bool(torch.isfinite(p).all()) for p in params):  # e.g. a non-finite gradient, unclipped
                         raise DivergenceError(_diverged("parameters", state.step, epoch, last_path))
                     save_last()
                     if stopping:
                         bar.close()
-                        raise Preempted(stop.signum, state.step, last_path)
+                        stop.stop(state.step, last_path)
             bar.close()
             state.epoch, state.epoch_step = epoch, 0
 
@@ -312,14 +412,17 @@ def fit(
                                f"{' (best)' if improved else ''}, median step {median:.2f} ms")  # fmt: skip
             if stop.agreed(dist, device):  # a signal that arrived during the evaluation
                 save_last()
-                raise Preempted(stop.signum, state.step, last_path)
+                stop.stop(state.step, last_path)
+    if dist.world > 1:
+        print(f"process {dist.rank} of {dist.world}: back-propagated {rows_here} training rows", flush=True)
     return state
 
 
 def _all_reduce(t: torch.Tensor, op: str = "sum") -> None:
     import torch.distributed as torch_dist
 
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX if op == "max" else torch_dist.ReduceOp.SUM)
+    ops = {"sum": torch_dist.ReduceOp.SUM, "max": torch_dist.ReduceOp.MAX}
+    torch_dist.all_reduce(t, op=ops[op])
 
 
 def _all_reduce_grads(params: list[torch.Tensor]) -> None:

@@ -14,6 +14,9 @@ Every piece is exact; the last sum costs O(D³) per layer and is only evaluated 
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -116,6 +119,7 @@ class InvertibleMLP(nn.Module):
         self.dim = dim
         self.depth = depth
         self.alpha = float(alpha)
+        self.init = init
         self.prior = get_prior(prior)
         self.check_inputs = True
         self.layers = nn.ModuleList(
@@ -205,6 +209,28 @@ class InvertibleMLP(nn.Module):
             raise ValueError(f"number of samples must be a positive integer, got {n!r}")
         z = self.prior.sample((n, self.dim), dtype=self.dtype, device=self.device, generator=generator)
         return self.inverse(z)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this architecture (saved in every checkpoint of the runner)."""
+        return {"dim": self.dim, "depth": self.depth, "alpha": self.alpha, "bias": self.layers[0].bias is not None,
+                "prior": self.prior.name, "init": self.init}  # fmt: skip
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> InvertibleMLP:
+        """Rebuild a flow from a checkpoint written by ``relgrad-train`` (``best.pt`` or ``last.pt``): its
+        architecture (``flow`` entry: dim, depth, alpha, bias, prior, init) and weights, in the weights' dtype.
+        Loaded with ``weights_only=True``: nothing in the file is executed."""
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(ckpt, dict) or "model" not in ckpt or "flow" not in ckpt:
+            raise ValueError(
+                f"{path} is not a relgrad-train checkpoint with the architecture recorded (no 'flow' entry); "
+                "build InvertibleMLP(...) with the run's settings (.hydra/config.yaml), then "
+                "load_state_dict(ckpt['model'])"
+            )
+        weights = ckpt["model"]
+        flow = cls(**ckpt["flow"], dtype=weights["layers.0.weight"].dtype, device=map_location)
+        flow.load_state_dict(weights)
+        return flow
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, depth={self.depth}, alpha={self.alpha}, prior={self.prior.name}"

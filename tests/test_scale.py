@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,16 +44,30 @@ def assert_same_training(a: Path, b: Path) -> None:
     )
 
 
+def wandb_pid(job_dir: Path) -> int:
+    """The process that ran a job: W&B's own log of the run (``Configure stats pid to N``) names it."""
+    (log,) = job_dir.glob("wandb/offline-run-*/logs/debug.log")
+    return int(re.search(r"Configure stats pid to (\d+)", log.read_text()).group(1))
+
+
 @pytest.mark.parametrize("launcher", ["submitit_local", "joblib"])
 def test_launchers_run_one_process_and_one_wandb_run_per_job(launcher, tmp_path):
     sweep = tmp_path / "sweep"
-    res = cli(["-m", f"hydra/launcher={launcher}", "optim=relative,autograd_logdet", "data.n_train=200",
-               "trainer.max_epochs=1", "logger=wandb", *TINY[:-2], "trainer.progress=false",
-               f"hydra.sweep.dir={sweep}"], cwd=tmp_path)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
+    args = ["-m", f"hydra/launcher={launcher}", "optim=relative,autograd_logdet", "data.n_train=200",
+            "trainer.max_epochs=1", "logger=wandb", *TINY[:-2], "trainer.progress=false",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.Popen([str(BIN / "relgrad-train"), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
     for job in ("0", "1"):
         assert json.loads((sweep / job / "summary.json").read_text())["steps"] == 2
         assert len(list((sweep / job).glob("wandb/offline-run-*/run-*.wandb"))) == 1
+    pids = [wandb_pid(sweep / job) for job in ("0", "1")]
+    assert proc.pid not in pids  # the jobs ran in worker processes, not in the launching one
+    if launcher == "submitit_local":  # one process per job (joblib may reuse one worker for both)
+        assert pids[0] != pids[1]
+        assert len(list(sweep.glob(".submitit/*/*_0_result.pkl"))) == 2  # two submitit jobs, one result each
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
@@ -63,6 +79,9 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     a, b = last(tmp_path / "one"), last(tmp_path / "two")
     assert a["state"]["step"] == b["state"]["step"] == 27
+    # the work was split: of each global batch of 50 (3 of the last), process 0 took 25 (2) rows, process 1 25 (1)
+    shares = dict(re.findall(r"process (\d) of 2: back-propagated (\d+) training rows", two.stdout))
+    assert shares == {"0": str(3 * 202), "1": str(3 * 201)}, two.stdout[-2000:]
     assert max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"]) <= 1e-10
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
     # only the main process wrote: one metrics file with one set of validation rows
@@ -125,6 +144,245 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert_same_training(tmp_path / "ref", run)
 
 
+def test_sigusr1_writes_a_checkpoint_at_the_step_it_stops(tmp_path):
+    run = tmp_path / "stopped"
+    proc = _start(run, tmp_path)
+    _wait_for_mid_epoch_checkpoint(proc, run)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
+    assert "stopped by signal SIGUSR1 at step" in err and "trainer.resume=auto" in err and "Traceback" not in err
+    step = int(err.split("at step ")[1].split(";")[0])
+    saved = last(run)["state"]
+    assert saved["step"] == step and step % 37 != 0  # written on the signal, not by checkpoint_every
+    assert not (run / "summary.json").exists()
+
+
+# -- in-process fit: divergence at the step it happens, the before-timeout signal handed over ---------------------
+
+
+def _fit(tmp_path: Path, train: torch.Tensor | None = None, prepare=None, **kw):
+    """fit() on a small float64 problem: 2000 rows, batches of 10 (200 steps per epoch), log every 50 steps;
+    ``prepare(flow)`` runs first."""
+    from relgrad_cli.fit import fit
+    from relgrad_cli.flow import InvertibleMLP
+    from relgrad_cli.tracking import NullTracker
+
+    torch.manual_seed(0)
+    flow = InvertibleMLP(4, 2, prior="laplace", dtype=torch.float64)
+    flow.check_inputs = False  # as in the runner, which checks the data once
+    if prepare is not None:
+        prepare(flow)
+    data = torch.randn(2100, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    train = data[:2000] if train is None else train
+    args = dict(gradient="relative", max_epochs=1, batch_size=10, patience=5, eval_every=1, eval_batch_size=1000,
+                log_every=50, tracker=NullTracker(), checkpoint_dir=tmp_path / "checkpoints",
+                generator=torch.Generator().manual_seed(0), progress=False)  # fmt: skip
+    args.update(kw)
+    return flow, fit(flow, torch.optim.Adam(flow.parameters(), lr=1e-3), train, data[2000:], **args)
+
+
+def _row_of_step(step: int, n: int = 2000, batch: int = 10, seed: int = 0) -> int:
+    """A training row that fit() draws in ``step`` of the first epoch (its shuffle is randperm from the seed)."""
+    return int(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[(step - 1) * batch + 1])
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+@pytest.mark.parametrize("checkpoint_every", [0, 20])
+def test_divergence_is_reported_at_its_step_between_log_points(value, checkpoint_every, tmp_path):
+    from relgrad_cli.fit import DivergenceError
+
+    train = torch.randn(2000, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    train[_row_of_step(124), 1] = value  # only step 124's batch holds it: its loss is the first non-finite one
+    with pytest.raises(DivergenceError) as err:
+        _fit(tmp_path, train, checkpoint_every=checkpoint_every)  # log points at 50, 100, 150
+    assert "the training loss became non-finite at step 124 (epoch 1)" in str(err.value)
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    if checkpoint_every:  # written at 20, ..., 120; the one due at step 140 (NaN weights) is not written
+        assert f"the last good checkpoint is kept ({ckpt})" in str(err.value)
+        kept = torch.load(ckpt, weights_only=True)
+        assert kept["state"]["step"] == 120
+        assert all(bool(torch.isfinite(v).all()) for v in kept["model"].values())
+    else:
+        assert "none written yet" in str(err.value) and not ckpt.exists()
+
+
+def test_divergence_step_in_a_long_log_window(tmp_path):
+    """log_every=1000 with batches of 2 (1000 steps per epoch): a long window still names its first bad step."""
+    from relgrad_cli.fit import DivergenceError
+
+    train = torch.randn(2000, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    train[_row_of_step(700, batch=2), 0] = math.nan
+    with pytest.raises(DivergenceError, match=r"training loss became non-finite at step 700 \(epoch 1\)"):
+        _fit(tmp_path, train, batch_size=2, log_every=1000)
+
+
+@pytest.mark.parametrize("grad_clip", [0.0, 1e6])
+def test_a_non_finite_gradient_is_reported_at_its_step(grad_clip, tmp_path):
+    """A gradient made non-finite at step 77 (finite loss): with clipping its norm names step 77; without, the
+    loss of step 78 (computed on the weights it broke) is the first non-finite one."""
+    from relgrad_cli.fit import DivergenceError
+
+    calls = [0]
+
+    def poison(grad):
+        calls[0] += 1
+        return grad * math.nan if calls[0] == 77 else grad
+
+    with pytest.raises(DivergenceError) as err:
+        _fit(tmp_path, prepare=lambda flow: flow.layers[0].weight.register_hook(poison), grad_clip=grad_clip)
+    what = "gradient became non-finite at step 77" if grad_clip else "training loss became non-finite at step 78"
+    assert what in str(err.value)
+
+
+class _SignalAt:
+    """A tracker that sends this process ``signum`` when the step ``step`` is logged, unless its default action
+    (terminate) is in place (a failing test must not kill pytest), and records the handler installed for ``watch``
+    then."""
+
+    def __init__(self, step: int, signum: int | None, watch: int = signal.SIGUSR2):
+        self.step, self.signum, self.watch, self.handler_seen = step, signum, watch, None
+
+    def log(self, record):
+        if record["split"] == "train" and record["step"] == self.step:
+            self.handler_seen = signal.getsignal(self.watch)
+            if self.signum is not None and signal.getsignal(self.signum) != signal.SIG_DFL:
+                os.kill(os.getpid(), self.signum)
+
+    def summary(self, summary):
+        pass
+
+    def image(self, key, path):
+        pass
+
+    def finish(self, exit_code=0):
+        pass
+
+
+@pytest.fixture
+def usr2_handler():
+    """Restores SIGUSR2's handler after the test."""
+    old = signal.getsignal(signal.SIGUSR2)
+    yield
+    signal.signal(signal.SIGUSR2, old)
+
+
+class _Requeued(Exception):
+    pass
+
+
+@pytest.mark.parametrize("handler_returns", [False, True])
+def test_before_timeout_signal_writes_last_then_goes_to_the_previous_handler(handler_returns, usr2_handler,
+                                                                            tmp_path):  # fmt: skip
+    """As under submitit: a Python handler for SIGUSR2 is installed before fit(); it is called after last.pt is
+    written at the step the signal arrived, then (if it returns) fit() stops as for SIGUSR1."""
+    from relgrad_cli.fit import Preempted
+
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    calls = []
+
+    def previous(signum, frame):
+        calls.append(signum)
+        saved = torch.load(ckpt, weights_only=True)["state"]  # the checkpoint is already there, at this step
+        assert (saved["step"], saved["epoch_step"]) == (70, 70)
+        if not handler_returns:
+            raise _Requeued  # submitit requeues and exits (sys.exit) here
+
+    signal.signal(signal.SIGUSR2, previous)
+    expected = Preempted if handler_returns else _Requeued
+    with pytest.raises(expected) as err:
+        _fit(tmp_path, log_every=10, tracker=_SignalAt(70, signal.SIGUSR2))
+    assert calls == [signal.SIGUSR2]
+    assert signal.getsignal(signal.SIGUSR2) is previous  # restored
+    if handler_returns:
+        assert (err.value.signum, err.value.step) == (signal.SIGUSR2, 70)
+
+
+def test_before_timeout_signal_without_a_handler(usr2_handler, monkeypatch, tmp_path):
+    """Outside submitit, SIGUSR2 without a Python handler is left alone; inside a submitit job (SUBMITIT_EXECUTOR
+    set, SUBMITIT_PREEMPT_SIGNAL naming the signal) it stops the run like SIGUSR1."""
+    from relgrad_cli.fit import Preempted
+
+    signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    untouched = _SignalAt(30, None)
+    _fit(tmp_path / "a", tracker=untouched, log_every=10)
+    assert untouched.handler_seen == signal.SIG_DFL
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    with pytest.raises(Preempted) as err:
+        _fit(tmp_path / "b", tracker=_SignalAt(30, signal.SIGUSR2), log_every=10)
+    assert (err.value.signum, err.value.step) == (signal.SIGUSR2, 30)
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["state"]["step"] == 30
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "XCPU")  # submitit's signal is another one: USR2 left alone
+    other = _SignalAt(30, signal.SIGXCPU, watch=signal.SIGXCPU)
+    with pytest.raises(Preempted) as err:
+        _fit(tmp_path / "c", tracker=other, log_every=10)
+    assert err.value.signum == signal.SIGXCPU and signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+
+
+def test_submitit_before_timeout_signal_checkpoints_then_submitit_requeues_and_the_job_resumes(tmp_path):
+    """A real submitit job (the process submitit's local executor and SLURM start: ``python -m
+    submitit.core._submit``, with submitit's signal handlers) gets USR2 mid-epoch: relgrad writes last.pt at that
+    step, then submitit's handler requeues the job (checkpointable, as hydra's launcher is) and exits; the requeued
+    job resumes from last.pt (trainer.resume=auto) and finishes."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from submitit.core.utils import DelayedSubmission, JobPaths
+    from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
+
+    from relgrad_cli.config import register_configs
+
+    class Train(submitit.helpers.Checkpointable):  # defined here: cloudpickle ships it by value
+        def __call__(self, cfg, run_dir):
+            from relgrad_cli.train import run
+
+            return run(cfg, run_dir)["steps"]
+
+    register_configs()
+    overrides = ["data.n_train=20000", "trainer.batch_size=10", "trainer.max_epochs=2", "trainer.resume=auto", *TINY]
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    run_dir, folder = tmp_path / "run", tmp_path / "submitit"
+    paths = JobPaths(folder, job_id="4242")
+    folder.mkdir()
+    delayed = DelayedSubmission(Train(), cfg, run_dir)
+    delayed.set_timeout(timeout_min=60, max_num_timeout=2)
+    delayed.dump(paths.submitted_pickle)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_"))}
+    env.update(SUBMITIT_EXECUTOR="local", SUBMITIT_LOCAL_JOB_ID="4242", SUBMITIT_LOCAL_NTASKS="1",
+               SUBMITIT_LOCAL_JOB_NUM_NODES="1", SUBMITIT_LOCAL_NODEID="0", SUBMITIT_LOCAL_GLOBALID="0",
+               SUBMITIT_LOCAL_LOCALID="0")  # fmt: skip
+
+    def job() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "submitit.core._submit", str(folder)], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    proc = job()
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists():  # written after epoch 1 (step 2000)
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.02)
+    time.sleep(0.2)  # into epoch 2 (about a second long)
+    proc.send_signal(signal.SIGUSR2)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == LOCAL_REQUEUE_RETURN_CODE, err[-3000:]  # submitit's handler ran and requeued
+    assert "Caught signal SIGUSR2" in err and "Requeued job 4242" in out + err
+    saved = last(run_dir)["state"]
+    assert saved["epoch"] == 1 and saved["epoch_step"] > 0  # written at the signal, mid-epoch 2
+    assert not (run_dir / "summary.json").exists()
+
+    requeued = job()  # what submitit does with the re-dumped job
+    out, err = requeued.communicate(timeout=120)
+    assert requeued.returncode == 0, err[-3000:]
+    assert f"resuming from {ckpt} at epoch 1, step {saved['step']}" in out
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4000
+
+
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["optim=sgd", "optim.lr=1e6", "optim.momentum=0", "data.n_train=500", "trainer.batch_size=50",
@@ -135,6 +393,29 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert "became non-finite at step" in line and "lower optim.lr" in line
     kept = last(run)
     assert all(bool(torch.isfinite(v).all()) for v in kept["model"].values())
+
+
+def test_divergence_between_log_points_names_its_step_in_every_process(tmp_path):
+    """With the default log_every (50) the reported step is the one trainer.log_every=1 finds; a checkpoint due
+    after it is not written; both processes of a data-parallel run stop with the same message."""
+    base = ["optim=sgd", "optim.lr=1e6", "optim.momentum=0", "data.n_train=500", "trainer.batch_size=10", *TINY]
+    ref = cli([*base, "trainer.log_every=1", f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
+    assert ref.returncode == 2, ref.stderr[-2000:]
+    step = int(re.search(r"training loss became non-finite at step (\d+) ", ref.stderr).group(1))
+    assert 2 < step < 50  # between the first log points of the default log_every
+    run = tmp_path / "run"
+    res = cli([*base, "trainer.checkpoint_every=2", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert f"the training loss became non-finite at step {step} (epoch 1)" in line
+    assert f"the last good checkpoint is kept ({run / 'checkpoints' / 'last.pt'})" in line
+    kept = last(run)
+    assert kept["state"]["step"] == 2 * ((step - 1) // 2)  # the last one before the bad step
+    assert all(bool(torch.isfinite(v).all()) for v in kept["model"].values())
+    two = cli(["--nproc_per_node=2", "--master_port=29734", "-m", "relgrad_cli.train", *base,
+               f"hydra.run.dir={tmp_path / 'two'}"], cwd=tmp_path, exe="torchrun")  # fmt: skip
+    assert two.returncode != 0
+    assert two.stderr.count(f"error: the training loss became non-finite at step {step} (epoch 1)") == 2, two.stderr
 
 
 def test_gradient_clipping_bounds_every_step(tmp_path):

@@ -85,13 +85,30 @@ def test_each_optimizer_trains_and_writes_the_run_folder(optim, tmp_path):
     from relgrad_cli import InvertibleMLP
     from relgrad_cli.data import load_dataset
 
-    flow = InvertibleMLP(4, 2, prior="laplace")
-    flow.load_state_dict(torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"])
+    flow = InvertibleMLP.from_checkpoint(tmp_path / "checkpoints" / "best.pt")  # the architecture is in the file
+    assert flow.config() == {"dim": 4, "depth": 2, "alpha": 0.3, "bias": True, "prior": "laplace", "init": "orthogonal"}
+    assert flow.dtype == torch.float32
     ds = load_dataset("ica", tmp_path, dim=4, n_train=400, n_val=200, n_test=200)
     with torch.no_grad():
         assert float(flow.log_prob(torch.as_tensor(ds.test, dtype=torch.float32)).mean()) == pytest.approx(
             summary["test_ll"], rel=1e-5
         )
+
+
+def test_from_checkpoint_rebuilds_a_non_default_architecture(tmp_path):
+    from relgrad_cli import InvertibleMLP
+
+    cfg = make_cfg(["model.depth=3", "model.alpha=0.05", "model.bias=false", "model.prior=logistic",
+                    "trainer.dtype=float64", "trainer.max_epochs=1", *TINY])  # fmt: skip
+    run(cfg, run_dir=tmp_path)
+    flow = InvertibleMLP.from_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert (flow.depth, flow.alpha, flow.layers[0].bias, flow.prior.name, flow.dtype) == (
+        3, 0.05, None, "logistic", torch.float64)  # fmt: skip
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(saved[k], v) for k, v in flow.state_dict().items())
+    torch.save({"model": saved}, tmp_path / "bare.pt")  # weights without the architecture
+    with pytest.raises(ValueError, match="no 'flow' entry"):
+        InvertibleMLP.from_checkpoint(tmp_path / "bare.pt")
 
 
 def test_relative_and_euclidean_follow_the_same_path_in_float64(tmp_path):
