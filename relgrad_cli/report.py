@@ -30,7 +30,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -404,32 +403,17 @@ def _wandb_value(v: Any) -> Any:
 def log_to_wandb(out: Path, tables: dict[str, tuple[list[str], list[list[Any]]]], name: str) -> Path:
     """Log ``tables`` (name → (header, rows)) to an offline W&B run whose files all stay under ``out/wandb``.
     Returns the offline run folder (``wandb sync`` uploads it later)."""
-    wdir = out / "wandb"
-    env = {"WANDB_DIR": out, "WANDB_CACHE_DIR": wdir / "cache", "WANDB_DATA_DIR": wdir / "data",
-           "WANDB_CONFIG_DIR": wdir / "config"}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in [*env, "WANDB_SILENT"]}
+    from .tracking import finish_wandb, start_wandb
+
+    run, saved = start_wandb(out, project="relgrad", mode="offline", job_type="report", name=name)
     try:
-        for var, path in env.items():
-            Path(path).mkdir(parents=True, exist_ok=True)
-            os.environ[var] = str(path)
-        os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
-        run = wandb.init(project="relgrad", mode="offline", dir=str(out), job_type="report", name=name,
-                         reinit="finish_previous")  # fmt: skip
-        try:
-            run.log({key: wandb.Table(columns=header, data=[[_wandb_value(v) for v in row] for row in rows])
-                     for key, (header, rows) in tables.items()})  # fmt: skip
-            run_dir = Path(run.dir).parent
-        finally:
-            run.finish()
-        return run_dir
+        run.log({key: wandb.Table(columns=header, data=[[_wandb_value(v) for v in row] for row in rows])
+                 for key, (header, rows) in tables.items()})  # fmt: skip
+        return Path(run.dir).parent
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        finish_wandb(run, saved)
 
 
 def cmd_table(args: argparse.Namespace) -> int:

@@ -63,6 +63,46 @@ def keep_records_up_to(path: Path, step: int) -> None:
         raise
 
 
+WANDB_FOLDERS = (("WANDB_DIR", None), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"),
+                 ("WANDB_CONFIG_DIR", "config"))  # fmt: skip
+
+
+def start_wandb(folder: Path, **init_kwargs: Any) -> tuple[Any, dict[str, str | None]]:
+    """``wandb.init(**init_kwargs)`` for a run whose files all stay inside ``folder``; returns the run and the
+    environment to restore with :func:`finish_wandb`.
+
+    WANDB_DIR (``folder``), WANDB_CACHE_DIR, WANDB_DATA_DIR and WANDB_CONFIG_DIR (under ``folder/wandb``) are set
+    before W&B reads them, and a W&B service inherited from a parent process (WANDB_SERVICE) is left alone, so this
+    process starts its own service, whose logs go to the same folder."""
+    saved = {var: os.environ.get(var) for var in (*(v for v, _ in WANDB_FOLDERS), "WANDB_SERVICE", "WANDB_SILENT")}
+    for var, sub in WANDB_FOLDERS:
+        path = Path(folder) if sub is None else Path(folder) / "wandb" / sub
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(path)
+    os.environ.pop("WANDB_SERVICE", None)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    return wandb.init(dir=str(folder), reinit="finish_previous", **init_kwargs), saved
+
+
+def finish_wandb(run: Any, saved: dict[str, str | None], exit_code: int = 0) -> None:
+    """Finish ``run``, stop this process's W&B service (the next run, e.g. the next job of a sweep in this process,
+    starts its own in its own folder, instead of one writing into the first run's folder), and restore the
+    environment ``start_wandb`` changed."""
+    import wandb
+
+    try:
+        run.finish(exit_code=exit_code)
+        wandb.teardown()
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
 class Tracker:
     """Writes records to ``metrics.jsonl`` and mirrors them (and the summary, and images) to W&B when enabled.
 
@@ -93,21 +133,10 @@ class Tracker:
         self._metrics = open(metrics, "a" if resume_step is not None else "w", buffering=1)
         self.wandb_run = None
         if wandb_mode != "disabled":
-            wdir = self.run_dir / "wandb"
-            for var, sub in (
-                ("WANDB_DIR", ""),
-                ("WANDB_CACHE_DIR", "cache"),
-                ("WANDB_DATA_DIR", "data"),
-                ("WANDB_CONFIG_DIR", "config"),
-            ):
-                (wdir / sub).mkdir(parents=True, exist_ok=True)
-                os.environ[var] = str(self.run_dir if var == "WANDB_DIR" else wdir / sub)
-            os.environ.setdefault("WANDB_SILENT", "true")
-            import wandb
-
-            id_file = wdir / "run-id"
+            id_file = self.run_dir / "wandb" / "run-id"
             run_id = id_file.read_text().strip() if resume_step is not None and id_file.is_file() else None
-            self.wandb_run = wandb.init(
+            self.wandb_run, self._wandb_env = start_wandb(
+                self.run_dir,
                 id=run_id,
                 resume="allow" if run_id else None,
                 project=project,
@@ -117,8 +146,6 @@ class Tracker:
                 tags=list(tags or []),
                 config=config,
                 mode=wandb_mode,
-                dir=str(self.run_dir),
-                reinit="finish_previous",
             )
             id_file.write_text(self.wandb_run.id + "\n")
 
@@ -150,13 +177,8 @@ class Tracker:
     def finish(self, exit_code: int = 0) -> None:
         self._metrics.close()
         if self.wandb_run is not None:
-            import wandb
-
-            self.wandb_run.finish(exit_code=exit_code)
+            finish_wandb(self.wandb_run, self._wandb_env, exit_code)
             self.wandb_run = None
-            # Stop W&B's background service: the next job of a sweep in this process starts its own, which writes
-            # its logs into that job's folder (a shared service keeps writing into the first job's folder).
-            wandb.teardown()
 
 
 class NullTracker:
