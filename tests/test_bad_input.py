@@ -50,20 +50,17 @@ def _power_wrong_dimension(root: Path) -> list[str]:
     return ["data=power"]
 
 
-def _miniboone_with_nan(root: Path) -> list[str]:
-    data = np.random.default_rng(0).normal(size=(500, 43))
-    data[7, 3] = np.nan
-    (root / "miniboone").mkdir(parents=True)
-    np.save(root / "miniboone" / "data.npy", data)
-    return ["data=miniboone"]
+def _miniboone_with(value: float, row: int, col: int) -> Callable[[Path], list[str]]:
+    """A MiniBooNE file with ``value`` at (row, col)."""
 
+    def write(root: Path) -> list[str]:
+        data = np.random.default_rng(0).normal(size=(500, 43))
+        data[row, col] = value
+        (root / "miniboone").mkdir(parents=True)
+        np.save(root / "miniboone" / "data.npy", data)
+        return ["data=miniboone"]
 
-def _miniboone_with_inf(root: Path) -> list[str]:
-    data = np.random.default_rng(0).normal(size=(500, 43))
-    data[11, 5] = np.inf
-    (root / "miniboone").mkdir(parents=True)
-    np.save(root / "miniboone" / "data.npy", data)
-    return ["data=miniboone"]
+    return write
 
 
 def _bsds_with_minus_inf(root: Path) -> list[str]:
@@ -87,8 +84,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str], list[str]]] = [
     ("truncated gzip", _mnist_truncated_gz, [], ["train-images-idx3-ubyte.gz"]),
     ("HDF5 missing a split", _bsds_missing_split, [], ["BSDS300.hdf5", "validation"]),
     ("wrong dimension", _power_wrong_dimension, [], ["power/data.npy"]),
-    ("NaN in the data", _miniboone_with_nan, [], ["miniboone/data.npy", "NaN or infinite", "row 7, column 3"]),
-    ("inf in the data", _miniboone_with_inf, [], ["miniboone/data.npy", "NaN or infinite", "row 11, column 5"]),
+    ("NaN in the data", _miniboone_with(np.nan, 7, 3), [], ["miniboone/data.npy", "NaN or inf", "row 7, column 3"]),
+    ("inf in the data", _miniboone_with(np.inf, 11, 5), [], ["miniboone/data.npy", "NaN or inf", "row 11, column 5"]),
     (
         "-inf in an HDF5 split",
         _bsds_with_minus_inf,
