@@ -14,9 +14,9 @@ processes. The sum is the gradient of the global batch's mean loss, and since ev
 with weight n_r/N, the log-det term is counted exactly once (also for the relative gradient, whose log-det
 coefficient comes from autograd).
 
-Divergence is caught at the step it happens without a device→host synchronisation per step: the loss (and, with
-clipping, the gradient norm) of every step is kept as a device tensor until the next log or checkpoint point, which
-reads them at once and names the first non-finite one (see :class:`_Window`).
+Divergence is caught at the step it happens: every step's loss is read once the step has completed (the step
+timing synchronises the device there anyway), and with clipping the gradient norm is checked before the update. In
+data-parallel runs the processes agree on stopping (a signal, a non-finite loss) in one small all-reduce per step.
 
 Stopping on signals: SIGTERM and SIGUSR1 — and, inside a submitit job (hydra's submitit launchers), the signal
 submitit gets before the time limit (``JobEnvironment.USR_SIG``, SIGUSR2 by default) — make the loop write ``last.pt``
@@ -95,24 +95,17 @@ class Dist:
         return cls()
 
 
-def _borrowed_signals() -> list[int]:
-    """The before-timeout signals to catch besides SIGTERM/SIGUSR1: submitit's ``JobEnvironment.USR_SIG`` (the
-    signal named by SUBMITIT_PREEMPT_SIGNAL, default USR2) inside a submitit job (SUBMITIT_EXECUTOR is set), and
-    either it or SIGUSR2 wherever a Python handler is already installed for it (whose turn comes after ours). A
-    signal that is ignored, or handled outside Python, is left alone."""
-    submitit_sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
-    out: list[int] = []
-    for sig in (submitit_sig, getattr(signal, "SIGUSR2", None)):
-        if sig is None or sig in out or sig in _StopSignals.SIGNALS:
-            continue
-        old = signal.getsignal(sig)
-        if callable(old) or (sig == submitit_sig and "SUBMITIT_EXECUTOR" in os.environ and old == signal.SIG_DFL):
-            out.append(sig)
-    return out
+def _submitit_signal() -> int | None:
+    """Inside a submitit job (SUBMITIT_EXECUTOR is set): the signal submitit gets before the time limit
+    (``JobEnvironment.USR_SIG``: SUBMITIT_PREEMPT_SIGNAL, default USR2), whose handler requeues the job. Else None."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    return None if sig in _StopSignals.SIGNALS else sig
 
 
 class _StopSignals:
-    """Record SIGTERM/SIGUSR1 (and a scheduler's before-timeout signal, see :func:`_borrowed_signals`) while active
+    """Record SIGTERM/SIGUSR1 (and submitit's before-timeout signal, see :func:`_submitit_signal`) while active
     (main thread only) instead of dying; restores the old handlers, and :meth:`stop` hands the signal over to the
     handler it displaced."""
 
@@ -126,7 +119,8 @@ class _StopSignals:
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in (*self.SIGNALS, *_borrowed_signals()):
+            extra = _submitit_signal()
+            for sig in (*self.SIGNALS, *([extra] if extra is not None else [])):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -134,16 +128,18 @@ class _StopSignals:
         self.received = self.own = signum
         self._frame = frame
 
-    def agreed(self, dist: Dist, device: torch.device | None = None) -> bool:
-        """Whether to stop now: this process got a signal, or (data parallel) any process did. Every process
-        calls this at the same points, so they all stop at the same step."""
+    def agree(self, dist: Dist, device: torch.device | None = None, diverged: bool = False) -> tuple[bool, bool]:
+        """(stop on a signal, stop on divergence): whether this process got a signal or saw ``diverged`` — or, data
+        parallel, whether any process did. Every process calls this at the same points (one all-reduce), so they
+        all take the same decision at the same step."""
         if dist.world == 1:
-            return self.received is not None
-        flag = torch.tensor([0 if self.received is None else self.received], dtype=torch.int64, device=device)
-        _all_reduce(flag, op="max")
-        if int(flag) and self.received is None:
-            self.received = int(flag)
-        return bool(int(flag))
+            return self.received is not None, diverged
+        flags = torch.tensor([self.received or 0, int(diverged)], dtype=torch.int64, device=device)
+        _all_reduce(flags, op="max")
+        signum, bad = (int(v) for v in flags.tolist())
+        if signum and self.received is None:
+            self.received = signum
+        return bool(signum), bool(bad)
 
     @property
     def signum(self) -> int:
@@ -164,55 +160,6 @@ class _StopSignals:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
-
-
-class _Window:
-    """The training losses (and clipped gradient norms) of the steps since the last log point, kept as 0-dim device
-    tensors: recording a step costs no arithmetic and no device→host synchronisation. :meth:`read` fetches them at
-    once (at log and checkpoint points) and names the first non-finite one, so divergence is reported at the step it
-    happened whatever ``log_every`` is."""
-
-    def __init__(self) -> None:
-        self.reset(0)
-
-    def add(self, loss: torch.Tensor, norm: torch.Tensor | None = None) -> None:
-        """Record one step: its (process-weighted) loss and, when clipping, the gradient norm (0-dim tensors)."""
-        self._losses.append(loss)
-        if norm is not None:
-            self._norms.append(norm)
-        self.count += 1
-
-    def reset(self, step: int) -> None:
-        """Start an empty window after ``step`` steps."""
-        self.start, self.count = step, 0  # steps taken before the window's first step; steps recorded in it
-        self._losses: list[torch.Tensor] = []
-        self._norms: list[torch.Tensor] = []
-
-    @staticmethod
-    def _values(tensors: list[torch.Tensor], dist: Dist | None) -> list[float]:
-        if not tensors:
-            return []
-        values = torch.stack(tensors).double()
-        if dist is not None and dist.world > 1:
-            _all_reduce(values)
-        return values.tolist()
-
-    def read(self, dist: Dist) -> tuple[list[float], tuple[str, int] | None]:
-        """(the global batch's loss of each step in the window, (what, step) of the first non-finite training loss
-        or gradient norm, or None). In data-parallel runs this is a collective call with the same result in every
-        process: the per-step losses are summed over processes (a non-finite local loss makes the sum non-finite);
-        gradient norms are the same everywhere (computed after the gradients were summed)."""
-        if self.count == 0:  # every process has the same count: no collective call is skipped by one alone
-            return [], None
-        losses = self._values(self._losses, dist)
-        norms = self._values(self._norms, None)
-        bad_loss = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
-        bad_norm = next((i for i, v in enumerate(norms) if not math.isfinite(v)), None)
-        if bad_norm is not None and (bad_loss is None or bad_norm < bad_loss):
-            return losses, ("gradient", self.start + bad_norm + 1)
-        if bad_loss is not None:
-            return losses, ("training loss", self.start + bad_loss + 1)
-        return losses, None
 
 
 def save_checkpoint(
@@ -292,7 +239,7 @@ def fit(
     ``checkpoint_every`` steps when > 0, and on SIGTERM/SIGUSR1 or submitit's before-timeout signal, after which it
     hands the signal to the handler it displaced or raises :class:`Preempted`) atomically; only the main process
     writes, and never non-finite weights. A non-finite training loss or gradient norm raises
-    :class:`DivergenceError` naming the first step it happened at (found at the next log or checkpoint point).
+    :class:`DivergenceError` at the step it happens (a non-finite clipped gradient norm before the update).
     ``grad_clip`` > 0 clips the global gradient norm. Returns the final state; pass ``state`` (with ``generator``
     restored) to continue a resumed run. In data-parallel runs each process prints how many training rows it
     back-propagated."""
@@ -310,15 +257,7 @@ def fit(
         if dist.main:
             save_checkpoint(last_path, flow, optimizer, state, generator)
 
-    window = _Window()
     rows_here = 0  # training rows this process back-propagated
-
-    def checked_losses(epoch: int) -> list[float]:
-        """The window's per-step losses; DivergenceError at the first non-finite loss or gradient norm in it."""
-        losses, bad = window.read(dist)
-        if bad is not None:
-            raise DivergenceError(_diverged(bad[0], bad[1], epoch, last_path))
-        return losses
 
     with _StopSignals() as stop:
         while state.epoch < max_epochs and not state.stopped_early:
@@ -332,7 +271,7 @@ def fit(
             bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {epoch}/{max_epochs}",
                        disable=None if (progress and dist.main) else True, leave=False, mininterval=0.5,
                        dynamic_ncols=True)  # fmt: skip
-            window.reset(state.step)
+            loss_sum, loss_count = 0.0, 0  # this process's share of the losses since the last train record
             last_time = time.perf_counter()
             for i in range(state.epoch_step, steps_per_epoch):
                 rows = order[i * batch_size : (i + 1) * batch_size]
@@ -347,7 +286,10 @@ def fit(
                     (loss * (local.numel() / rows.numel()) if dist.world > 1 else loss).backward()
                 if dist.world > 1:
                     _all_reduce_grads(params)
-                norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else None
+                if grad_clip > 0:  # the norm is the same in every process: computed after the gradients were summed
+                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                    if not math.isfinite(float(norm)):  # stop before the update
+                        raise DivergenceError(_diverged("gradient", state.step + 1, epoch, last_path))
                 optimizer.step()
                 _sync(device)
                 now = time.perf_counter()
@@ -358,23 +300,30 @@ def fit(
                 state.epoch_step = i + 1
                 state.step_ms.append(step_ms)
                 rows_here += local.numel()
-                window.add(loss.detach() * (local.numel() / rows.numel()) if dist.world > 1 else loss.detach(), norm)
+                # the step is complete (synchronised for its timing): reading its loss costs no extra wait
+                step_loss = float(loss.detach()) * (local.numel() / rows.numel() if dist.world > 1 else 1.0)
+                loss_sum += step_loss
+                loss_count += 1
                 if len(state.step_ms) > 2 * STEP_TIMES_KEPT:
                     del state.step_ms[:-STEP_TIMES_KEPT]
                 bar.update(1)
                 end_of_epoch = i == steps_per_epoch - 1
                 if state.step % log_every == 0 or end_of_epoch:
-                    losses = checked_losses(epoch)  # global batches' losses: every process takes the same decision
-                    mean_loss = math.fsum(losses) / len(losses)
-                    window_ms = statistics.median(state.step_ms[-len(losses) :])  # the logged steps' median
+                    if dist.world > 1:  # the global batches' losses
+                        total = torch.tensor([loss_sum], dtype=torch.float64, device=device)
+                        _all_reduce(total)
+                        loss_sum = float(total)
+                    mean_loss = loss_sum / loss_count
+                    window_ms = statistics.median(state.step_ms[-loss_count:])  # the logged steps' median
                     bar.set_postfix(loss=f"{mean_loss:.4f}", step_ms=f"{window_ms:.2f}")
-                    if dist.main:
+                    if dist.main and math.isfinite(mean_loss):  # a non-finite one stops the run just below
                         tracker.log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss,
                                      "step_time_ms": window_ms, "train_seconds": state.train_seconds})  # fmt: skip
-                    window.reset(state.step)
-                stopping = stop.agreed(dist, device)
+                    loss_sum, loss_count = 0.0, 0
+                stopping, diverged = stop.agree(dist, device, diverged=not math.isfinite(step_loss))
+                if diverged:
+                    raise DivergenceError(_diverged("training loss", state.step, epoch, last_path))
                 if stopping or (checkpoint_every and state.step % checkpoint_every == 0):
-                    checked_losses(epoch)  # a non-finite loss since the last log point: keep the last good last.pt
                     if not all(bool(torch.isfinite(p).all()) for p in params):  # e.g. a non-finite gradient, unclipped
                         raise DivergenceError(_diverged("parameters", state.step, epoch, last_path))
                     save_last()
@@ -410,7 +359,7 @@ def fit(
                     median = statistics.median(state.step_ms)
                     tqdm.write(f"epoch {epoch}: val log-likelihood {val_ll:.4f} ± {val_2se:.4f} nats"
                                f"{' (best)' if improved else ''}, median step {median:.2f} ms")  # fmt: skip
-            if stop.agreed(dist, device):  # a signal that arrived during the evaluation
+            if stop.agree(dist, device)[0]:  # a signal that arrived during the evaluation
                 save_last()
                 stop.stop(state.step, last_path)
     if dist.world > 1:
