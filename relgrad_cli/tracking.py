@@ -83,7 +83,12 @@ def start_wandb(folder: Path, **init_kwargs: Any) -> tuple[Any, dict[str, str | 
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
-    return wandb.init(dir=str(folder), reinit="finish_previous", **init_kwargs), saved
+    try:
+        return wandb.init(dir=str(folder), reinit="finish_previous", **init_kwargs), saved
+    except BaseException:  # e.g. online mode without a login: leave the process as it was
+        wandb.teardown()
+        _restore_env(saved)
+        raise
 
 
 def finish_wandb(run: Any, saved: dict[str, str | None], exit_code: int = 0) -> None:
@@ -96,11 +101,15 @@ def finish_wandb(run: Any, saved: dict[str, str | None], exit_code: int = 0) -> 
         run.finish(exit_code=exit_code)
         wandb.teardown()
     finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+        _restore_env(saved)
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
 
 
 class Tracker:
@@ -127,10 +136,6 @@ class Tracker:
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        metrics = self.run_dir / "metrics.jsonl"
-        if resume_step is not None:
-            keep_records_up_to(metrics, resume_step)
-        self._metrics = open(metrics, "a" if resume_step is not None else "w", buffering=1)
         self.wandb_run = None
         if wandb_mode != "disabled":
             id_file = self.run_dir / "wandb" / "run-id"
@@ -148,6 +153,11 @@ class Tracker:
                 mode=wandb_mode,
             )
             id_file.write_text(self.wandb_run.id + "\n")
+        # after W&B has started: a run that could not start leaves no records behind
+        metrics = self.run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            keep_records_up_to(metrics, resume_step)
+        self._metrics = open(metrics, "a" if resume_step is not None else "w", buffering=1)
 
     def log(self, record: dict[str, Any]) -> None:
         """One JSON line; W&B gets the numeric fields under ``<split>/<key>`` at the record's step."""

@@ -118,11 +118,17 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             raise ConfigError(
                 f"trainer.resume={t.resume}: {resume_from} is not a checkpoint of this model ({err})"
             ) from None
-        if "optimizer" in ck and "generator" in ck:
+        full = "optimizer" in ck and "generator" in ck
+        if not full and _inside(resume_from, ckpt_dir):  # a new run here would overwrite the run it comes from
+            raise ConfigError(
+                f"trainer.resume={t.resume}: {resume_from.name} holds weights only, so a run from it is a new run, "
+                f"and this folder holds the run it comes from; give the new run its own folder (hydra.run.dir=...)"
+            )
+        if full:
             optimizer.load_state_dict(ck["optimizer"])
             generator.set_state(ck["generator"])
             state = FitState(**ck["state"])
-            continues_here = resume_from.resolve().parent == ckpt_dir.resolve()
+            continues_here = _inside(resume_from, ckpt_dir)
             best_src = resume_from.parent / "best.pt"
             if best_src.is_file() and best_src.resolve() != (ckpt_dir / "best.pt").resolve():
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -133,21 +139,30 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
 
     # -- fit -------------------------------------------------------------------------------------------------
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    tracker = (
-        NullTracker()
-        if not dist.main
-        else Tracker(
-            run_dir,
-            wandb_mode=cfg.logger.mode.value if cfg.logger.name == "wandb" else "disabled",
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            group=group,
-            name=f"{group}/{run_dir.name}" if group else run_dir.name,
-            tags=list(cfg.logger.tags),
-            config=resolved,
-            resume_step=state.step if continues_here else None,
+    wandb_mode = cfg.logger.mode.value if cfg.logger.name == "wandb" else "disabled"
+    try:
+        tracker = (
+            NullTracker()
+            if not dist.main
+            else Tracker(
+                run_dir,
+                wandb_mode=wandb_mode,
+                project=cfg.logger.project,
+                entity=cfg.logger.entity,
+                group=group,
+                name=f"{group}/{run_dir.name}" if group else run_dir.name,
+                tags=list(cfg.logger.tags),
+                config=resolved,
+                resume_step=state.step if continues_here else None,
+            )
         )
-    )
+    except Exception as err:
+        if not type(err).__module__.startswith("wandb."):
+            raise
+        raise ConfigError(
+            f"logger.mode={wandb_mode}: W&B could not start a run ({type(err).__name__}: {err}); log in with "
+            "`wandb login`, or use logger.mode=offline or logger=none"
+        ) from None
     exit_code = 1
     try:
         started = time.perf_counter()
@@ -262,8 +277,10 @@ def _resume_source(resume: str, run_dir: Path) -> Path | None:
         source = Path(resume)
         if not source.is_file():
             raise ConfigError(f"trainer.resume={resume}: no such checkpoint file; use never, auto or a path")
-    if source is not None and source.resolve().parent == ckpt_dir.resolve():
-        return source  # this folder's own checkpoint: its run continues
+    if source is not None and _inside(source, ckpt_dir):
+        return source  # this folder's own checkpoint (run() refuses a weights-only one)
+    if os.environ.get("RANK", "0") != "0":  # data parallel: process 0 checks (and alone writes); the others may
+        return source  # look only after it has started writing, as nccl does not wait for them
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
     if held:
         raise ConfigError(
@@ -271,6 +288,11 @@ def _resume_source(resume: str, run_dir: Path) -> Path | None:
             "trainer.resume=auto, or give this run a new folder (hydra.run.dir=...)"
         )
     return source
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies directly in ``folder`` (links resolved)."""
+    return path.resolve().parent == folder.resolve()
 
 
 def _init_distributed(device: Any) -> tuple[Any, Any]:

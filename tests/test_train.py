@@ -283,6 +283,9 @@ def test_a_run_folder_is_never_overwritten_and_a_continued_run_keeps_one_record_
             shutil.copyfile(tmp_path / "checkpoints" / "last.pt", resume)
         with pytest.raises(ConfigError, match=r"already holds a run \(metrics.jsonl, summary.json, checkpoints"):
             run(make_cfg(["trainer.max_epochs=2", f"trainer.resume={resume}", *common]), run_dir=tmp_path)
+    best = tmp_path / "checkpoints" / "best.pt"  # weights only: a new run from it cannot share its folder
+    with pytest.raises(ConfigError, match=r"best.pt holds weights only, so a run from it is a new run"):
+        run(make_cfg(["trainer.max_epochs=2", f"trainer.resume={best}", *common]), run_dir=tmp_path)
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
     # a kill after the last checkpoint (step 16) leaves records of later steps and a line cut short
     with open(tmp_path / "metrics.jsonl", "a") as f:
@@ -295,6 +298,17 @@ def test_a_run_folder_is_never_overwritten_and_a_continued_run_keeps_one_record_
     assert run_identity(first)[0] == run_identity(second)[0]  # one W&B run, continued
     history, _, _ = history_and_summary(second)
     assert min(int(row["_step"]) for row in history if "_step" in row) > 16
+
+
+def test_wandb_that_cannot_start_is_a_one_line_error_and_leaves_no_trace(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SERVICE", "inherited-from-a-parent")
+    before = dict(os.environ)
+    cfg = make_cfg(["logger=wandb", "logger.mode=online", *[o for o in TINY if not o.startswith("logger=")]])
+    with pytest.raises(ConfigError, match=r"logger.mode=online: W&B could not start a run .*wandb login"):
+        run(cfg, run_dir=tmp_path / "run")
+    assert dict(os.environ) == before  # W&B's folders and the inherited service are as they were
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # so the same command can run again after a login
 
 
 def test_resume_from_a_path(tmp_path):
