@@ -1,14 +1,19 @@
 """The invertible MLP flow and its training loss.
 
-A flow f: x ↦ z of L square affine layers with a smooth leaky-ReLU between them (none after the last):
+A flow f: x ↦ z of L square affine layers with an invertible element-wise map σ_k between them, and optionally a
+final element-wise map φ after the last:
 
-    y_k = W_k z_{k−1} + b_k,   z_k = σ(y_k) for k < L,   z = y_L,   z_0 = x,
+    y_k = W_k z_{k−1} + b_k,   z_k = σ_k(y_k) for k < L,   z = φ(y_L) (or y_L),   z_0 = x,
 
-with σ(y) = α y + (1−α) softplus(y) and a factorized prior p(z) = ∏_i p(z_i). By the change of variables,
+with a factorized prior p(z) = ∏_i p(z_i). By the change of variables,
 
-    log p(x) = Σ_i log p(z_i) + Σ_{k<L} Σ_i log σ′(y_{k,i}) + Σ_k log|det W_k|.
+    log p(x) = Σ_i log p(z_i) + Σ_{k<L} Σ_i log σ_k′(y_{k,i}) [+ Σ_i log φ′(y_{L,i})] + Σ_k log|det W_k|.
 
-Every piece is exact; the last sum costs O(D³) per layer and is only evaluated where a value is needed
+The paper's σ is the smooth leaky-ReLU α y + (1−α) softplus(y) with a fixed α; learnable element-wise maps
+(:mod:`relgrad_cli.elementwise`) add flexibility at O(B·D) cost. A final map φ acts as a learned factorized prior:
+p(z) pulled back through φ is a flexible univariate density per coordinate.
+
+Every piece is exact; Σ log|det W_k| costs O(D³) per layer and is only evaluated where a value is needed
 (``log_prob``, ``nll``), never in a relative-gradient training step (see :mod:`relgrad_cli.relative`).
 """
 
@@ -20,16 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .choices import ACTIVATIONS, DENSE, FINAL_ACTIVATIONS, INITS
+from .elementwise import make_elementwise
+from .lu import LULinear
 from .priors import Prior, get_prior, prior_names
-from .relative import (
-    GRADIENT_MODES,
-    SmoothLeakyReLU,
-    affine_with_logdet,
-    check_gradient_mode,
-    smooth_leaky_relu_inverse,
-)
-
-INITS: tuple[str, ...] = ("orthogonal", "identity")
+from .relative import GRADIENT_MODES, affine_with_logdet, check_gradient_mode
 
 
 def _all_finite(x: torch.Tensor) -> bool:
@@ -49,12 +49,17 @@ class InvertibleLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim, dtype=dtype, device=device)) if bias else None
         self.reset_parameters(init)
 
+    @torch.no_grad()
+    def set_weight(self, w: torch.Tensor) -> None:
+        self.weight.copy_(w)
+
     def reset_parameters(self, init: str = "orthogonal") -> None:
-        """Orthogonal W (well conditioned, log|det W| = 0) or the identity; zero bias."""
+        """Orthogonal W (well conditioned, log|det W| = 0) or the identity (also the start of ``data``, which
+        :meth:`InvertibleMLP.init_from_data` completes); zero bias."""
         with torch.no_grad():
             if init == "orthogonal":
                 nn.init.orthogonal_(self.weight)
-            elif init == "identity":
+            elif init in ("identity", "data"):
                 self.weight.copy_(torch.eye(self.weight.shape[0]))
             else:
                 raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
@@ -84,15 +89,24 @@ class InvertibleMLP(nn.Module):
 
     Args:
         dim: data dimension D (every layer is D×D).
-        depth: number of affine layers L ≥ 1 (L − 1 smooth leaky-ReLUs between them).
-        alpha: slope parameter of the smooth leaky-ReLU, in (0, 1); σ′ ∈ (α, 1).
+        depth: number of affine layers L ≥ 1 (L − 1 element-wise maps between them).
+        alpha: slope parameter of the fixed smooth leaky-ReLU (``activation="slrelu"``), in (0, 1); σ′ ∈ (α, 1).
         bias: whether the affine layers have a bias.
         prior: a name from :func:`relgrad_cli.priors.prior_names` or a :class:`Prior` instance.
-        init: ``"orthogonal"`` (default) or ``"identity"`` for the weights; biases start at zero.
+        init: ``"orthogonal"`` (default) or ``"identity"`` for the weights; ``"data"`` starts from the identity and
+            expects :meth:`init_from_data`, which makes the first layer whiten the data. Biases start at zero.
+        activation: the element-wise map between dense layers: ``"slrelu"`` (fixed α, the paper's),
+            ``"slrelu_learned"`` (a learnable slope per unit, starting as the identity) or ``"spline"`` (a monotone
+            rational-quadratic spline per unit, starting as the identity); see :mod:`relgrad_cli.elementwise`.
+        final_activation: ``"none"`` or a learnable map (``"slrelu_learned"``, ``"spline"``) after the last layer.
+        spline_bins, spline_bound: bins K and interval [−B, B] of the splines (identity outside).
+        dense: ``"full"`` (an unconstrained D×D W, trained by the gradient mode) or ``"lu"`` (W = P L U,
+            :class:`relgrad_cli.lu.LULinear`: exact log-det in O(D), ordinary gradients, the mode is ignored).
+        gradient: the gradient mode :meth:`training_loss` uses (see :func:`training_loss`).
         dtype, device: as for any torch module (float32 and float64, CPU and CUDA).
 
     Methods: ``forward(x) -> z``, ``log_prob(x) -> (B,)``, ``nll(x)`` (exact mean NLL), ``inverse(z) -> x``,
-    ``sample(n) -> (n, D)``. Training: :func:`training_loss`.
+    ``sample(n) -> (n, D)``, ``init_from_data(x)``. Training: :func:`training_loss`.
     """
 
     def __init__(
@@ -104,6 +118,12 @@ class InvertibleMLP(nn.Module):
         bias: bool = True,
         prior: str | Prior = "gaussian",
         init: str = "orthogonal",
+        activation: str = "slrelu",
+        final_activation: str = "none",
+        spline_bins: int = 8,
+        spline_bound: float = 5.0,
+        dense: str = "full",
+        gradient: str = "relative",
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ):
@@ -116,15 +136,35 @@ class InvertibleMLP(nn.Module):
             raise ValueError(f"alpha must lie strictly between 0 and 1 (σ′ ∈ (α, 1)), got {alpha!r}")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        if final_activation not in FINAL_ACTIVATIONS:
+            raise ValueError(
+                f"unknown final activation {final_activation!r}; choose one of: {', '.join(FINAL_ACTIVATIONS)}"
+            )
+        if dense not in DENSE:
+            raise ValueError(f"unknown dense layer {dense!r}; choose one of: {', '.join(DENSE)}")
         self.dim = dim
         self.depth = depth
         self.alpha = float(alpha)
         self.init = init
+        self.activation, self.final_activation = activation, final_activation
+        self.spline_bins, self.spline_bound = spline_bins, float(spline_bound)
+        self.dense = dense
+        self.gradient = check_gradient_mode(gradient)
         self.prior = get_prior(prior)
         self.check_inputs = True
+        layer_type = InvertibleLinear if dense == "full" else LULinear
         self.layers = nn.ModuleList(
-            InvertibleLinear(dim, bias=bias, init=init, dtype=dtype, device=device) for _ in range(depth)
+            layer_type(dim, bias=bias, init=init, dtype=dtype, device=device) for _ in range(depth)
         )
+
+        def elementwise(kind: str) -> nn.Module:
+            return make_elementwise(kind, dim, alpha=self.alpha, bins=spline_bins, bound=self.spline_bound,
+                                    dtype=dtype, device=device)  # fmt: skip
+
+        self.activations = nn.ModuleList(elementwise(activation) for _ in range(depth - 1))
+        self.final = None if final_activation == "none" else elementwise(final_activation)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     @property
@@ -155,19 +195,20 @@ class InvertibleMLP(nn.Module):
     def transform(self, x: torch.Tensor, mode: str = "autograd_logdet"):
         """Run x → z under gradient ``mode``.
 
-        Returns ``(z, log_dsigma, lds)``: the latent (B×D), Σ_{k<L} Σ_i log σ′(y_{k,i}) per sample (B,), and the
-        list of per-layer log-det stand-ins (empty in ``no_logdet`` mode; zeros in ``relative`` mode).
+        Returns ``(z, log_dsigma, lds)``: the latent (B×D), the element-wise maps' Σ_k Σ_i log σ_k′(y_{k,i}) per
+        sample (B,), and the list of per-layer log-det stand-ins (empty in ``no_logdet`` mode; zeros in
+        ``relative`` mode).
         """
         h = x
         log_dsigma = x.new_zeros(x.shape[0])
         lds: list[torch.Tensor] = []
-        last = len(self.layers) - 1
-        for k, layer in enumerate(self.layers):
+        maps = [*self.activations, self.final]
+        for layer, elementwise in zip(self.layers, maps, strict=False):
             h, ld = layer(h, mode)
             if ld is not None:
                 lds.append(ld)
-            if k < last:
-                h, ls, _ = SmoothLeakyReLU.apply(h, self.alpha)
+            if elementwise is not None:
+                h, ls = elementwise(h)
                 log_dsigma = log_dsigma + ls
         return h, log_dsigma, lds
 
@@ -193,14 +234,45 @@ class InvertibleMLP(nn.Module):
 
     @torch.no_grad()
     def inverse(self, z: torch.Tensor, *, tol: float | None = None, max_iter: int = 100) -> torch.Tensor:
-        """Map latents z (B×D) back to data x = f⁻¹(z): linear solves, and Newton for σ⁻¹ (see
-        :func:`relgrad_cli.relative.smooth_leaky_relu_inverse`; ``tol`` is its relative step tolerance)."""
+        """Map latents z (B×D) back to data x = f⁻¹(z): linear solves, Newton for the smooth leaky-ReLUs (see
+        :func:`relgrad_cli.relative.smooth_leaky_relu_inverse`; ``tol`` is its relative step tolerance) and the
+        closed-form inverse of the splines."""
         h = self._validate(z, "latents")
+        if self.final is not None:
+            h = self.final.inverse(h, tol=tol, max_iter=max_iter)
         for k in range(len(self.layers) - 1, -1, -1):
             h = self.layers[k].inverse(h)
             if k > 0:
-                h = smooth_leaky_relu_inverse(h, self.alpha, tol=tol, max_iter=max_iter)
+                h = self.activations[k - 1].inverse(h, tol=tol, max_iter=max_iter)
         return h
+
+    @torch.no_grad()
+    def init_from_data(self, x: Any) -> Any:
+        """Start at the Gaussian fitted to x (rows; numpy or torch): the first layer becomes the ZCA whitening
+        W₁ = Σ^{-1/2}, b₁ = −W₁ μ (see :mod:`relgrad_cli.gaussian`), every other layer the identity with zero bias,
+        and every learnable element-wise map its identity start. With a standard-normal prior and learnable
+        element-wise maps (or depth 1), log p(x) is then exactly log N(x; μ, Σ). Returns the
+        :class:`~relgrad_cli.gaussian.GaussianFit` (pass one instead of data to reuse it)."""
+        import numpy as np
+
+        from .gaussian import GaussianFit, fit_gaussian
+
+        fit = x if isinstance(x, GaussianFit) else fit_gaussian(x.detach().cpu().numpy() if torch.is_tensor(x) else x)
+        if fit.dim != self.dim:
+            raise ValueError(f"the data are {fit.dim}-dimensional, this flow is {self.dim}-dimensional")
+        if self.layers[0].bias is None and np.abs(fit.mean).max() > 0:
+            raise ValueError("init_from_data needs bias=True to centre the data (the first layer's b = −W μ)")
+        w, b = fit.whitening()
+        for k, layer in enumerate(self.layers):
+            layer.reset_parameters("identity")
+            if k == 0:
+                layer.set_weight(torch.as_tensor(w))
+                if layer.bias is not None:
+                    layer.bias.copy_(torch.as_tensor(b))
+        for m in [*self.activations, self.final]:
+            if m is not None:
+                m.reset_parameters()
+        return fit
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -213,12 +285,18 @@ class InvertibleMLP(nn.Module):
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this architecture (saved in every checkpoint of the runner)."""
         return {"dim": self.dim, "depth": self.depth, "alpha": self.alpha, "bias": self.layers[0].bias is not None,
-                "prior": self.prior.name, "init": self.init}  # fmt: skip
+                "prior": self.prior.name, "init": self.init, "activation": self.activation,
+                "final_activation": self.final_activation, "spline_bins": self.spline_bins,
+                "spline_bound": self.spline_bound, "dense": self.dense, "gradient": self.gradient}  # fmt: skip
+
+    def training_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """:func:`training_loss` under this flow's gradient mode (``self.gradient``)."""
+        return training_loss(self, x, self.gradient)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> InvertibleMLP:
         """Rebuild a flow from a checkpoint written by ``relgrad-train`` (``best.pt`` or ``last.pt``): its
-        architecture (``flow`` entry: dim, depth, alpha, bias, prior, init) and weights, in the weights' dtype.
+        architecture (``flow`` entry: the :meth:`config`) and weights, in the weights' dtype.
         Loaded with ``weights_only=True``: nothing in the file is executed."""
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(ckpt, dict) or "model" not in ckpt or "flow" not in ckpt:
@@ -228,12 +306,13 @@ class InvertibleMLP(nn.Module):
                 "load_state_dict(ckpt['model'])"
             )
         weights = ckpt["model"]
-        flow = cls(**ckpt["flow"], dtype=weights["layers.0.weight"].dtype, device=map_location)
+        dtype = next(v.dtype for v in weights.values() if v.is_floating_point())
+        flow = cls(**ckpt["flow"], dtype=dtype, device=map_location)
         flow.load_state_dict(weights)
         return flow
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, depth={self.depth}, alpha={self.alpha}, prior={self.prior.name}"
+        return f"dim={self.dim}, depth={self.depth}, prior={self.prior.name}"
 
 
 def training_loss(flow: InvertibleMLP, x: torch.Tensor, gradient: str = "relative") -> torch.Tensor:
@@ -250,7 +329,8 @@ def training_loss(flow: InvertibleMLP, x: torch.Tensor, gradient: str = "relativ
     - ``"no_logdet"``: plain backprop of the data part only (value and gradient without any log-det term): the
       speed floor, not a valid objective.
 
-    The data part is −(1/B) Σ_b [Σ_i log p(z_{b,i}) + Σ_{k<L} Σ_i log σ′(y_{k,b,i})].
+    The data part is −(1/B) Σ_b [Σ_i log p(z_{b,i}) + Σ_k Σ_i log σ_k′(y_{k,b,i})] (element-wise maps included).
+    Parameters of learnable element-wise maps always receive their Euclidean gradient.
     """
     check_gradient_mode(gradient)
     x = flow._validate(x)

@@ -162,6 +162,12 @@ def affine_with_logdet(
     raise ValueError(f"unknown gradient mode {mode!r}; choose one of: {', '.join(GRADIENT_MODES)}")
 
 
+def softplus(y: torch.Tensor) -> torch.Tensor:
+    """log(1 + eʸ), exact in float64 too: torch's default switches to y above 20, an error of e⁻²⁰ ≈ 2e-9; the
+    switch at 40 is below float64's resolution (e⁻⁴⁰ ≈ 4e-18)."""
+    return F.softplus(y, threshold=40.0)
+
+
 class SmoothLeakyReLU(torch.autograd.Function):
     """y ↦ (σ(y), Σ_i log σ′(y_i)) fused, with a hand-written backward.
 
@@ -176,7 +182,7 @@ class SmoothLeakyReLU(torch.autograd.Function):
     @staticmethod
     def forward(y: torch.Tensor, alpha: float):
         s = torch.sigmoid(y)
-        z = F.softplus(y).mul_(1.0 - alpha).add_(y, alpha=alpha)
+        z = softplus(y).mul_(1.0 - alpha).add_(y, alpha=alpha)
         dsig = s * (1.0 - alpha) + alpha
         logdet = dsig.log().sum(-1)
         return z, logdet, s
@@ -198,25 +204,32 @@ class SmoothLeakyReLU(torch.autograd.Function):
         return torch.addcmul(gz * dsig, curv, glog.unsqueeze(-1)), None
 
 
-def smooth_leaky_relu(y: torch.Tensor, alpha: float) -> torch.Tensor:
-    """σ(y) = α y + (1−α) softplus(y): monotone, convex, slope in (α, 1)."""
-    return F.softplus(y) * (1.0 - alpha) + alpha * y
+def smooth_leaky_relu(y: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """σ(y) = α y + (1−α) softplus(y): monotone, slope between α and 1 (convex for α < 1, concave for α > 1)."""
+    return softplus(y) * (1.0 - alpha) + alpha * y
 
 
 def smooth_leaky_relu_inverse(
-    z: torch.Tensor, alpha: float, *, tol: float | None = None, max_iter: int = 100
+    z: torch.Tensor, alpha: float | torch.Tensor, *, tol: float | None = None, max_iter: int = 100
 ) -> torch.Tensor:
-    """Solve σ(y) = z element-wise by Newton's method, vectorized.
+    """Solve σ(y) = z element-wise by Newton's method, vectorized; ``alpha`` > 0 is a number or a tensor that
+    broadcasts against z (one slope per unit).
 
-    σ is increasing and convex, and σ(y) ≥ y, σ(y) ≥ α y for every y. Hence the root y* satisfies y* ≤ z, and
-    y* ≤ z/α when z < 0; starting from y₀ = z (z ≥ 0) or z/α (z < 0) puts σ(y₀) ≥ z, and Newton's iterates for a
-    convex increasing function started right of the root decrease monotonically to it (no overshoot, no
-    divergence). Stops when every step satisfies |Δ| ≤ tol·(1 + |y|); tol defaults to 4·eps of the dtype.
-    Raises RuntimeError if that does not happen within ``max_iter`` steps (it does in a handful in practice).
+    σ is increasing for every α > 0; it is convex for α < 1 and concave for α > 1. For α < 1, σ(y) ≥ y and
+    σ(y) ≥ α y, so the root satisfies y* ≤ z, and y* ≤ z/α when z < 0: starting from y₀ = z (z ≥ 0) or z/α
+    (z < 0) puts σ(y₀) ≥ z, right of the root, where Newton's iterates of a convex increasing function decrease
+    monotonically to it (no overshoot, no divergence). For α > 1 every inequality flips (σ(y) ≤ y, σ(y) ≤ α y), so
+    y₀ = z/α (z ≥ 0) or z (z < 0) starts left of the root, from where Newton on a concave increasing function
+    increases monotonically to it. α = 1 is the identity (y₀ = z is the root). Stops when every step satisfies
+    |Δ| ≤ tol·(1 + |y|); tol defaults to 4·eps of the dtype. Raises ValueError for tol ≤ 0 and RuntimeError if the
+    iteration does not converge within ``max_iter`` steps (it does in a handful in practice).
     """
     if tol is None:
         tol = 4.0 * torch.finfo(z.dtype).eps
-    y = torch.where(z < 0, z / alpha, z)
+    if not tol > 0:
+        raise ValueError(f"tol must be a positive relative step tolerance, got {tol!r}")
+    convex = torch.as_tensor(alpha, device=z.device) < 1
+    y = torch.where((z < 0) == convex, z / alpha, z)
     for _ in range(max_iter):
         s = torch.sigmoid(y)
         f = smooth_leaky_relu(y, alpha) - z

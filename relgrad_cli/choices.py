@@ -1,0 +1,6 @@
+"""Names of the model's options, importable without torch (the config checks answer before torch is loaded)."""
+
+INITS: tuple[str, ...] = ("orthogonal", "identity", "data")
+ACTIVATIONS: tuple[str, ...] = ("slrelu", "slrelu_learned", "spline")
+FINAL_ACTIVATIONS: tuple[str, ...] = ("none", "slrelu_learned", "spline")
+DENSE: tuple[str, ...] = ("full", "lu")
