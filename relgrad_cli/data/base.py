@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +60,20 @@ class Dataset:
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
-def as_root(root: str | Path) -> Path:
-    """The data root as an absolute path; a root that exists but is not a folder is an error."""
-    path = Path(root).expanduser().resolve()
+#: the data folder used when none is given: $RELGRAD_DATA if set (and not empty), else this (relative to the
+#: working directory), the same default as the runner's ``data.root`` (``${oc.env:RELGRAD_DATA,./data}``).
+DEFAULT_DATA_ROOT = "./data"
+
+
+def default_data_root() -> str:
+    """$RELGRAD_DATA if set and not empty, else ``./data`` (unresolved; :func:`as_root` makes it absolute)."""
+    return os.environ.get("RELGRAD_DATA") or DEFAULT_DATA_ROOT
+
+
+def as_root(root: str | Path | None = None) -> Path:
+    """The data root as an absolute path; ``None`` means the default data folder (:func:`default_data_root`).
+    A root that exists but is not a folder is an error."""
+    path = Path(default_data_root() if root is None else root).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise DatasetError(f"data root {path} is a file, not a folder; set data.root (or $RELGRAD_DATA) to a folder")
     return path
