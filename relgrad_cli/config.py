@@ -14,6 +14,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .choices import ACTIVATIONS, FINAL_ACTIVATIONS, INITS
+
 
 class Gradient(str, Enum):
     relative = "relative"
@@ -30,6 +32,17 @@ class StepRule(str, Enum):
 class DType(str, Enum):
     float32 = "float32"
     float64 = "float64"
+
+
+class Schedule(str, Enum):
+    none = "none"
+    cosine = "cosine"
+    plateau = "plateau"
+
+
+class Budget(str, Enum):
+    wall = "wall"
+    cpu = "cpu"
 
 
 class LoggerMode(str, Enum):
@@ -96,13 +109,28 @@ class Toy2dData(DataConfig):
 
 
 @dataclass
+class PatchesData(DataConfig):
+    name: str = "patches"
+    n_train: int = 30000
+    n_val: int = 5000
+    n_test: int = 5000
+    seed: int = 0
+
+
+@dataclass
 class ModelConfig:
     name: str = "deep_mlp"
     depth: int = 2
     alpha: float = 0.3
     bias: bool = True
     prior: str = "auto"
-    init: str = "orthogonal"
+    init: str = "auto"
+    activation: str = "auto"
+    final_activation: str = "auto"
+    spline_bins: int = 8
+    spline_bound: float = 5.0
+    transforms: int = 5  # zuko flows (maf, realnvp, nsf)
+    hidden_features: list[int] = field(default_factory=lambda: [256, 256])
 
 
 @dataclass
@@ -115,6 +143,11 @@ class OptimConfig:
     eps: float = 1e-8
     momentum: float = 0.0
     weight_decay: float = 0.0
+    schedule: Schedule = Schedule.none
+    warmup_steps: int = 0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    min_lr: float = 0.0
 
 
 @dataclass
@@ -137,13 +170,15 @@ class TrainerConfig:
     log_every: int = 50
     device: str = "auto"
     dtype: DType = DType.float32
-    num_threads: int = 0
+    num_threads: str = "auto"
     reuse_memory: bool = True
     progress: bool = True
     resume: str = "never"
     checkpoint_every: int = 0
     grad_clip: float = 0.0
     samples: int = 64
+    max_seconds: float = 0.0
+    budget: Budget = Budget.wall
 
 
 @dataclass
@@ -166,6 +201,7 @@ def register_configs() -> None:
         "digits": DigitsData,
         "tabular": TabularData,
         "toy2d": Toy2dData,
+        "patches": PatchesData,
     }.items():
         cs.store(group="schema/data", name=name, node=node)
     cs.store(group="schema/model", name="model", node=ModelConfig)
@@ -192,7 +228,12 @@ def check_config(cfg: Any) -> None:
     need(t.eval_every >= 1, "trainer.eval_every", t.eval_every, "use an integer ≥ 1 (epochs between evaluations)")
     need(t.eval_batch_size >= 1, "trainer.eval_batch_size", t.eval_batch_size, "use an integer ≥ 1")
     need(t.log_every >= 1, "trainer.log_every", t.log_every, "use an integer ≥ 1 (steps between log records)")
-    need(t.num_threads >= 0, "trainer.num_threads", t.num_threads, "use 0 (torch's default) or a positive count")
+    need(
+        str(t.num_threads) == "auto" or str(t.num_threads).isdigit(),
+        "trainer.num_threads",
+        t.num_threads,
+        "use auto (one thread for small steps, else the cores left to this job), 0 (torch's default) or a count",
+    )
     need(t.samples >= 0, "trainer.samples", t.samples, "use an integer ≥ 0")
     need(t.checkpoint_every >= 0, "trainer.checkpoint_every", t.checkpoint_every, "use 0 (off) or a step count")
     need(t.grad_clip >= 0, "trainer.grad_clip", t.grad_clip, "use 0 (off) or a positive maximum gradient norm")
@@ -212,5 +253,20 @@ def check_config(cfg: Any) -> None:
         list(o.betas),
         "two numbers in [0, 1)",
     )
+    need(t.max_seconds >= 0, "trainer.max_seconds", t.max_seconds, "use 0 (no time budget) or a number of seconds")
+    need(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "use 0 (no warm-up) or a step count")
+    need(0 < o.plateau_factor < 1, "optim.plateau_factor", o.plateau_factor, "a factor strictly between 0 and 1")
+    need(o.plateau_patience >= 0, "optim.plateau_patience", o.plateau_patience, "use an integer ≥ 0 (evaluations)")
+    need(0 <= o.min_lr < o.lr, "optim.min_lr", o.min_lr, f"a number ≥ 0 below optim.lr={o.lr}")
     need(m.depth >= 1, "model.depth", m.depth, "use an integer ≥ 1 (number of affine layers)")
     need(0 < m.alpha < 1, "model.alpha", m.alpha, "the smooth leaky-ReLU slope must lie strictly between 0 and 1")
+    need(m.init in ("auto", *INITS), "model.init", m.init, f"choose auto, {', '.join(INITS)}")
+    need(m.activation in ("auto", *ACTIVATIONS), "model.activation", m.activation,
+         f"choose auto, {', '.join(ACTIVATIONS)}")  # fmt: skip
+    need(m.final_activation in ("auto", *FINAL_ACTIVATIONS), "model.final_activation", m.final_activation,
+         f"choose auto, {', '.join(FINAL_ACTIVATIONS)}")  # fmt: skip
+    need(m.transforms >= 1, "model.transforms", m.transforms, "use an integer ≥ 1")
+    need(len(m.hidden_features) >= 1 and all(h >= 1 for h in m.hidden_features), "model.hidden_features",
+         list(m.hidden_features), "one or more positive layer widths, e.g. [256,256]")  # fmt: skip
+    need(m.spline_bins >= 2, "model.spline_bins", m.spline_bins, "use an integer ≥ 2")
+    need(0 < m.spline_bound < 1e6, "model.spline_bound", m.spline_bound, "a positive number (splines act on [−B, B])")

@@ -19,7 +19,10 @@ from typing import TextIO
 
 PROG = "relgrad-data"
 SYNTHETIC = {"ica": "synthetic, generated from its config (no files)", "toy2d": "synthetic (no files)"}
-BUNDLED = {"digits": "bundled with scikit-learn (no files)"}
+BUNDLED = {
+    "digits": "bundled with scikit-learn (no files)",
+    "patches": "cut from the photographs scikit-learn ships (no files)",
+}
 MAF_NAMES = ("power", "gas", "hepmass", "miniboone", "bsds300")
 
 

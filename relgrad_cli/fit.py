@@ -1,8 +1,9 @@
 """The fit loop: an ordinary torch training loop, readable top to bottom.
 
 The gradient mode lives inside the layers' backward (see :mod:`relgrad_cli.relative`), so this loop does not know
-whether it trains with relative or Euclidean gradients: it calls ``training_loss(...).backward()`` and
-``optimizer.step()``. Validation always evaluates the exact log-likelihood (log-det terms included).
+whether it trains with relative or Euclidean gradients, or another model altogether (:mod:`relgrad_cli.models`):
+it calls ``model.training_loss(x).backward()`` and ``optimizer.step()``. Validation always evaluates the exact
+log-likelihood (log-det terms included).
 
 Resuming is exact: a checkpoint holds the model, the optimizer, the shuffling generator's state at the start of the
 current epoch and the number of steps already taken in it, so a run continued from any checkpoint (after a crash,
@@ -17,6 +18,11 @@ coefficient comes from autograd).
 Divergence is caught at the step it happens: every step's loss is read once the step has completed (the step
 timing synchronises the device there anyway), and with clipping the gradient norm is checked before the update. In
 data-parallel runs the processes agree on stopping (a signal, a non-finite loss) in one small all-reduce per step.
+
+Budgets: ``max_seconds`` bounds the training time (wall clock or process CPU time, evaluation excluded, counted
+across resumes); the loop stops at the first step boundary past it, evaluates the model there, and the run ends as
+any finished run (``stopped_by: budget``). Every run starts with a validation of the untrained model, so the curve
+begins at step 0 and the best checkpoint is never worse on validation than the start.
 
 Stopping on signals: SIGTERM and SIGUSR1 — and, inside a submitit job (hydra's submitit launchers), the signal
 submitit gets before the time limit (``JobEnvironment.USR_SIG``, SIGUSR2 by default) — make the loop write ``last.pt``
@@ -40,8 +46,8 @@ import numpy as np
 import torch
 
 from .files import atomic_temp
-from .flow import InvertibleMLP, training_loss
 from .metrics import mean_and_2se
+from .optim import LRSchedule
 from .tracking import Tracker
 
 STEP_TIMES_KEPT = 10_000  # step times kept for the median (the most recent ones)
@@ -60,9 +66,12 @@ class FitState:
     best_val_ll: float = -math.inf
     best_epoch: int = 0
     bad_evals: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall-clock training time, evaluation excluded
+    train_cpu_seconds: float = 0.0  # process CPU time (all threads) of the same
     step_ms: list[float] = field(default_factory=list)  # the most recent STEP_TIMES_KEPT (to 2×) step times
+    step_cpu_ms: list[float] = field(default_factory=list)  # their process CPU times
     stopped_early: bool = False
+    stopped_by: str = ""  # max_epochs, early_stopping or budget, once the run has ended
     epoch_step: int = 0  # steps already taken in the current (unfinished) epoch
     epoch_rng: torch.Tensor | None = None  # shuffling generator state at the start of the current epoch
 
@@ -128,18 +137,20 @@ class _StopSignals:
         self.received = self.own = signum
         self._frame = frame
 
-    def agree(self, dist: Dist, device: torch.device | None = None, diverged: bool = False) -> tuple[bool, bool]:
-        """(stop on a signal, stop on divergence): whether this process got a signal or saw ``diverged`` — or, data
-        parallel, whether any process did. Every process calls this at the same points (one all-reduce), so they
-        all take the same decision at the same step."""
+    def agree(
+        self, dist: Dist, device: torch.device | None = None, diverged: bool = False, out_of_time: bool = False
+    ) -> tuple[bool, bool, bool]:
+        """(stop on a signal, stop on divergence, stop on the time budget): whether this process got a signal, saw
+        ``diverged`` or ran out of time — or, data parallel, whether any process did. Every process calls this at
+        the same points (one all-reduce), so they all take the same decision at the same step."""
         if dist.world == 1:
-            return self.received is not None, diverged
-        flags = torch.tensor([self.received or 0, int(diverged)], dtype=torch.int64, device=device)
+            return self.received is not None, diverged, out_of_time
+        flags = torch.tensor([self.received or 0, int(diverged), int(out_of_time)], dtype=torch.int64, device=device)
         _all_reduce(flags, op="max")
-        signum, bad = (int(v) for v in flags.tolist())
+        signum, bad, late = (int(v) for v in flags.tolist())
         if signum and self.received is None:
             self.received = signum
-        return bool(signum), bool(bad)
+        return bool(signum), bool(bad), bool(late)
 
     @property
     def signum(self) -> int:
@@ -164,11 +175,12 @@ class _StopSignals:
 
 def save_checkpoint(
     path: Path,
-    flow: InvertibleMLP,
+    flow: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     state: FitState,
     generator: torch.Generator | None = None,
     extra: dict[str, Any] | None = None,
+    schedule: LRSchedule | None = None,
 ) -> None:
     """Write a checkpoint atomically (temporary file in the same folder, then rename). Loadable with
     ``torch.load(path, weights_only=True)``."""
@@ -176,7 +188,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "model": flow.state_dict(),
-        "flow": flow.config(),  # the architecture: InvertibleMLP.from_checkpoint rebuilds the flow from the file
+        "flow": flow.config(),  # the architecture: relgrad_cli.models.load_model rebuilds the model from the file
         "state": {k: v for k, v in vars(state).items()},
         "extra": extra or {},
     }
@@ -184,6 +196,8 @@ def save_checkpoint(
         payload["optimizer"] = optimizer.state_dict()
     if generator is not None:
         payload["generator"] = generator.get_state()
+    if schedule is not None:
+        payload["schedule"] = schedule.state_dict()
     tmp = atomic_temp(path)
     try:
         torch.save(payload, tmp)
@@ -198,7 +212,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 @torch.no_grad()
-def log_likelihoods(flow: InvertibleMLP, x: torch.Tensor, batch_size: int = 10000) -> np.ndarray:
+def log_likelihoods(flow: torch.nn.Module, x: torch.Tensor, batch_size: int = 10000) -> np.ndarray:
     """Exact per-sample log-likelihood (nats) of every row of x, in float64 numpy."""
     out = [flow.log_prob(chunk).double().cpu() for chunk in x.split(batch_size)]
     return torch.cat(out).numpy()
@@ -210,12 +224,11 @@ def _sync(device: torch.device) -> None:
 
 
 def fit(
-    flow: InvertibleMLP,
+    flow: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     train: torch.Tensor,
     val: torch.Tensor,
     *,
-    gradient: str,
     max_epochs: int,
     batch_size: int,
     patience: int,
@@ -231,17 +244,24 @@ def fit(
     checkpoint_every: int = 0,
     grad_clip: float = 0.0,
     dist: Dist | None = None,
+    schedule: LRSchedule | None = None,
+    max_seconds: float = 0.0,
+    budget: str = "wall",
+    checkpoint_extra: dict[str, Any] | None = None,
 ) -> FitState:
-    """Train until ``max_epochs``, or until the validation log-likelihood has not improved by more than
-    ``min_delta`` nats for more than ``patience`` consecutive evaluations.
+    """Train until ``max_epochs``, until the validation log-likelihood has not improved by more than ``min_delta``
+    nats for more than ``patience`` consecutive evaluations, or until ``max_seconds`` > 0 of training time
+    (``budget``: ``wall`` clock or process ``cpu`` time, evaluation excluded) are spent.
 
-    Writes ``checkpoint_dir/best.pt`` (best validation) and ``last.pt`` (after every evaluation, every
-    ``checkpoint_every`` steps when > 0, and on SIGTERM/SIGUSR1 or submitit's before-timeout signal, after which it
-    hands the signal to the handler it displaced or raises :class:`Preempted`) atomically; only the main process
-    writes, and never non-finite weights. A non-finite training loss or gradient norm raises
-    :class:`DivergenceError` at the step it happens (a non-finite clipped gradient norm before the update).
-    ``grad_clip`` > 0 clips the global gradient norm. Returns the final state; pass ``state`` (with ``generator``
-    restored) to continue a resumed run. In data-parallel runs each process prints how many training rows it
+    Validates the untrained model first (a fresh run), then every ``eval_every`` epochs and when the budget ends.
+    ``schedule`` steps after every optimizer step and sees every validation. Writes ``checkpoint_dir/best.pt``
+    (best validation) and ``last.pt`` (after every evaluation, every ``checkpoint_every`` steps when > 0, and on
+    SIGTERM/SIGUSR1 or submitit's before-timeout signal, after which it hands the signal to the handler it displaced
+    or raises :class:`Preempted`) atomically, ``checkpoint_extra`` included; only the main process writes, and never
+    non-finite weights. A non-finite training loss or gradient norm raises :class:`DivergenceError` at the step it
+    happens (a non-finite clipped gradient norm before the update). ``grad_clip`` > 0 clips the global gradient
+    norm. Returns the final state (``stopped_by`` says why it ended); pass ``state`` (with ``generator`` restored)
+    to continue a resumed run. In data-parallel runs each process prints how many training rows it
     back-propagated."""
     from tqdm.auto import tqdm
 
@@ -252,15 +272,54 @@ def fit(
     steps_per_epoch = math.ceil(n / batch_size)
     best_path, last_path = checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"
     params = list(flow.parameters())
+    show = progress and dist.main
 
     def save_last() -> None:
         if dist.main:
-            save_checkpoint(last_path, flow, optimizer, state, generator)
+            save_checkpoint(last_path, flow, optimizer, state, generator, checkpoint_extra, schedule)
+
+    def spent() -> float:
+        return state.train_cpu_seconds if budget == "cpu" else state.train_seconds
+
+    def validate(epoch: int) -> None:
+        """Exact validation log-likelihood: best checkpoint, early stopping, schedule, record, last.pt."""
+        flow.eval()
+        t0 = time.perf_counter()
+        val_ll, val_2se = mean_and_2se(log_likelihoods(flow, val, eval_batch_size))
+        if not math.isfinite(val_ll):
+            raise DivergenceError(
+                f"the validation log-likelihood is non-finite after epoch {epoch} (step {state.step}); "
+                f"the best checkpoint is kept at {best_path}; lower optim.lr or set trainer.grad_clip"
+            )
+        improved = val_ll > state.best_val_ll + min_delta
+        if improved:
+            state.best_val_ll, state.best_epoch, state.bad_evals = val_ll, epoch, 0
+            if dist.main:
+                save_checkpoint(best_path, flow, None, state)
+        elif state.step > 0:
+            state.bad_evals += 1
+            state.stopped_early = state.bad_evals > patience
+        if schedule is not None and state.step > 0:
+            schedule.evaluated(val_ll)
+        save_last()
+        if dist.main:
+            tracker.log({"split": "val", "step": state.step, "epoch": epoch, "ll": val_ll, "ll_2se": val_2se,
+                         "best_ll": state.best_val_ll, "lr": optimizer.param_groups[0]["lr"],
+                         "train_seconds": state.train_seconds, "train_cpu_seconds": state.train_cpu_seconds,
+                         "eval_seconds": time.perf_counter() - t0})  # fmt: skip
+        if show:
+            median = f", median step {statistics.median(state.step_ms):.2f} ms" if state.step_ms else ""
+            tqdm.write(f"epoch {epoch}: val log-likelihood {val_ll:.4f} ± {val_2se:.4f} nats"
+                       f"{' (best)' if improved else ''}{median}")  # fmt: skip
+        flow.train()
 
     rows_here = 0  # training rows this process back-propagated
+    out_of_time = bool(max_seconds) and spent() >= max_seconds
 
     with _StopSignals() as stop:
-        while state.epoch < max_epochs and not state.stopped_early:
+        if state.step == 0 and state.best_val_ll == -math.inf:
+            validate(0)  # the start: with a data-dependent init, the fitted Gaussian
+        while state.epoch < max_epochs and not state.stopped_early and not out_of_time:
             epoch = state.epoch + 1
             if state.epoch_step == 0:
                 state.epoch_rng = generator.get_state()
@@ -269,20 +328,19 @@ def fit(
             order = torch.randperm(n, generator=generator).to(device)
             flow.train()
             bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {epoch}/{max_epochs}",
-                       disable=None if (progress and dist.main) else True, leave=False, mininterval=0.5,
-                       dynamic_ncols=True)  # fmt: skip
+                       disable=None if show else True, leave=False, mininterval=0.5, dynamic_ncols=True)  # fmt: skip
             loss_sum, loss_count = 0.0, 0  # this process's share of the losses since the last train record
-            last_time = time.perf_counter()
+            last_time, last_cpu = time.perf_counter(), time.process_time()
             for i in range(state.epoch_step, steps_per_epoch):
                 rows = order[i * batch_size : (i + 1) * batch_size]
                 local = rows[dist.rank :: dist.world]
                 _sync(device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 optimizer.zero_grad(set_to_none=True)
                 if local.numel() == 0:  # a last batch smaller than the number of processes: nothing here
                     loss = torch.zeros((), dtype=train.dtype, device=device)
                 else:
-                    loss = training_loss(flow, train[local], gradient=gradient)
+                    loss = flow.training_loss(train[local])
                     (loss * (local.numel() / rows.numel()) if dist.world > 1 else loss).backward()
                 if dist.world > 1:
                     _all_reduce_grads(params)
@@ -291,21 +349,24 @@ def fit(
                     if not math.isfinite(float(norm)):  # stop before the update
                         raise DivergenceError(_diverged("gradient", state.step + 1, epoch, last_path))
                 optimizer.step()
+                if schedule is not None:
+                    schedule.step()
                 _sync(device)
-                now = time.perf_counter()
-                step_ms = 1e3 * (now - t0)
+                now, cpu_now = time.perf_counter(), time.process_time()
                 state.train_seconds += now - last_time
-                last_time = now
+                state.train_cpu_seconds += cpu_now - last_cpu
+                last_time, last_cpu = now, cpu_now
                 state.step += 1
                 state.epoch_step = i + 1
-                state.step_ms.append(step_ms)
+                state.step_ms.append(1e3 * (now - t0))
+                state.step_cpu_ms.append(1e3 * (cpu_now - c0))
                 rows_here += local.numel()
                 # the step is complete (synchronised for its timing): reading its loss costs no extra wait
                 step_loss = float(loss.detach()) * (local.numel() / rows.numel() if dist.world > 1 else 1.0)
                 loss_sum += step_loss
                 loss_count += 1
                 if len(state.step_ms) > 2 * STEP_TIMES_KEPT:
-                    del state.step_ms[:-STEP_TIMES_KEPT]
+                    del state.step_ms[:-STEP_TIMES_KEPT], state.step_cpu_ms[:-STEP_TIMES_KEPT]
                 bar.update(1)
                 end_of_epoch = i == steps_per_epoch - 1
                 if state.step % log_every == 0 or end_of_epoch:
@@ -318,9 +379,14 @@ def fit(
                     bar.set_postfix(loss=f"{mean_loss:.4f}", step_ms=f"{window_ms:.2f}")
                     if dist.main and math.isfinite(mean_loss):  # a non-finite one stops the run just below
                         tracker.log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss,
-                                     "step_time_ms": window_ms, "train_seconds": state.train_seconds})  # fmt: skip
+                                     "step_time_ms": window_ms, "lr": optimizer.param_groups[0]["lr"],
+                                     "train_seconds": state.train_seconds,
+                                     "train_cpu_seconds": state.train_cpu_seconds})  # fmt: skip
                     loss_sum, loss_count = 0.0, 0
-                stopping, diverged = stop.agree(dist, device, diverged=not math.isfinite(step_loss))
+                stopping, diverged, out_of_time = stop.agree(
+                    dist, device, diverged=not math.isfinite(step_loss),
+                    out_of_time=bool(max_seconds) and spent() >= max_seconds,
+                )  # fmt: skip
                 if diverged:
                     raise DivergenceError(_diverged("training loss", state.step, epoch, last_path))
                 if stopping or (checkpoint_every and state.step % checkpoint_every == 0):
@@ -330,38 +396,19 @@ def fit(
                     if stopping:
                         bar.close()
                         stop.stop(state.step, last_path)
+                if out_of_time:
+                    break
             bar.close()
-            state.epoch, state.epoch_step = epoch, 0
-
-            if epoch % eval_every == 0 or epoch == max_epochs:
-                flow.eval()
-                t0 = time.perf_counter()
-                val_ll, val_2se = mean_and_2se(log_likelihoods(flow, val, eval_batch_size))
-                if not math.isfinite(val_ll):
-                    raise DivergenceError(
-                        f"the validation log-likelihood is non-finite after epoch {epoch} (step {state.step}); "
-                        f"the best checkpoint is kept at {best_path}; lower optim.lr or set trainer.grad_clip"
-                    )
-                improved = val_ll > state.best_val_ll + min_delta
-                if improved:
-                    state.best_val_ll, state.best_epoch, state.bad_evals = val_ll, epoch, 0
-                    if dist.main:
-                        save_checkpoint(best_path, flow, None, state)
-                else:
-                    state.bad_evals += 1
-                    state.stopped_early = state.bad_evals > patience
-                save_last()
-                if dist.main:
-                    tracker.log({"split": "val", "step": state.step, "epoch": epoch, "ll": val_ll, "ll_2se": val_2se,
-                                 "best_ll": state.best_val_ll, "train_seconds": state.train_seconds,
-                                 "eval_seconds": time.perf_counter() - t0})  # fmt: skip
-                if progress and dist.main:
-                    median = statistics.median(state.step_ms)
-                    tqdm.write(f"epoch {epoch}: val log-likelihood {val_ll:.4f} ± {val_2se:.4f} nats"
-                               f"{' (best)' if improved else ''}, median step {median:.2f} ms")  # fmt: skip
+            if state.epoch_step == steps_per_epoch:
+                state.epoch, state.epoch_step = epoch, 0
+                if epoch % eval_every == 0 or epoch == max_epochs or out_of_time:
+                    validate(epoch)
+            elif out_of_time:  # mid-epoch: validate here; last.pt continues this epoch exactly
+                validate(epoch)
             if stop.agree(dist, device)[0]:  # a signal that arrived during the evaluation
                 save_last()
                 stop.stop(state.step, last_path)
+    state.stopped_by = "budget" if out_of_time else "early_stopping" if state.stopped_early else "max_epochs"
     if dist.world > 1:
         print(f"process {dist.rank} of {dist.world}: back-propagated {rows_here} training rows", flush=True)
     return state

@@ -15,6 +15,19 @@ def mean_and_2se(values: np.ndarray) -> tuple[float, float]:
     return float(v.mean()), float(2.0 * v.std(ddof=1) / math.sqrt(v.size))
 
 
+def mean_and_2se_distinct(values: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """:func:`mean_and_2se` over the distinct rows only: ``mask`` (e.g. ``distinct_rows_mask`` of the test rows,
+    True at the first copy of each row) selects the values, so the mean and n = mask.sum() count each row once.
+
+    Repeated rows are not independent draws; counting them would shrink the error bar without adding information.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    m = np.asarray(mask, dtype=bool).ravel()
+    if m.shape != v.shape:
+        raise ValueError(f"mask has {m.size} entries but there are {v.size} values")
+    return mean_and_2se(v[m])
+
+
 def amari_distance(P: np.ndarray) -> float:
     """Amari distance of a square matrix P (e.g. W_est·A): 0 exactly when P is a scaled permutation.
 

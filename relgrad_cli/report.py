@@ -280,7 +280,8 @@ SYNTHETIC_DATASETS = ("ica",)  # no published numbers by nature; compared with F
 ICA_SECTION_TITLE = "## Synthetic ICA: relgrad beside FastICA on the same data"
 
 TABLE_COLUMNS = [
-    "dataset", "optim", "gradient", "step_rule", "seed", "test_ll", "test_ll_2se", "bits_per_dim", "train_seconds",
+    "dataset", "optim", "gradient", "step_rule", "seed", "test_ll", "test_ll_2se", "gaussian_test_ll", "bits_per_dim",
+    "train_seconds",
     "epochs", "best_epoch", "reference_ll", "reference_2se", "delta_vs_reference", "folder",
 ]  # fmt: skip
 
@@ -305,7 +306,8 @@ def results_table(
         delta = ours - ref_ll if ours is not None and ref_ll is not None else None
         rows.append([
             s.get("dataset"), s.get("optim"), s.get("gradient"), s.get("step_rule"), s.get("seed"), ours,
-            _number(s.get("test_ll_2se")), _number(s.get("bits_per_dim")), _number(s.get("train_seconds")),
+            _number(s.get("test_ll_2se")), _number(s.get("gaussian_test_ll")), _number(s.get("bits_per_dim")),
+            _number(s.get("train_seconds")),
             s.get("epochs"), s.get("best_epoch"), ref_ll, _number(ref.get("pm")), delta, str(folder),
             *(_number(m.get("results", {}).get(s.get("dataset"), {}).get("ll")) for m in baselines),
         ])  # fmt: skip
@@ -335,8 +337,9 @@ def table_markdown(
     lines = [
         "## Test log-likelihood (nats per example, mean ± 2 s.e.)",
         "",
-        "| dataset | optim | gradient | seed | ours | reference impl. | ours − ref. | bits/dim | train s | epochs |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | optim | gradient | seed | ours | Gaussian (same data) | reference impl. | ours − ref. | bits/dim "
+        "| train s | epochs |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ordered = sorted(runs, key=_run_order)
     for _, s in ordered:
@@ -348,7 +351,8 @@ def table_markdown(
         secs = _number(s.get("train_seconds"))
         lines.append(
             f"| {s.get('dataset')} | {s.get('optim')} | {s.get('gradient')} | {s.get('seed')} "
-            f"| {_pm(ours, s.get('test_ll_2se'), d)} | {_pm(ref_ll, ref.get('pm'), d)} | {delta} "
+            f"| {_pm(ours, s.get('test_ll_2se'), d)} | {_pm(s.get('gaussian_test_ll'), None, d)} "
+            f"| {_pm(ref_ll, ref.get('pm'), d)} | {delta} "
             f"| {f'{bpd:.3f}' if bpd is not None else '–'} | {_secs(secs)} "
             f"| {s.get('epochs', '–')} |"
         )
@@ -400,17 +404,20 @@ def _wandb_value(v: Any) -> Any:
     return x if x is not None and isinstance(v, float) else (None if isinstance(v, float) else str(v))
 
 
-def log_to_wandb(out: Path, tables: dict[str, tuple[list[str], list[list[Any]]]], name: str) -> Path:
-    """Log ``tables`` (name → (header, rows)) to an offline W&B run whose files all stay under ``out/wandb``.
-    Returns the offline run folder (``wandb sync`` uploads it later)."""
+def log_to_wandb(
+    out: Path, tables: dict[str, tuple[list[str], list[list[Any]]]], name: str, images: dict[str, Path] | None = None
+) -> Path:
+    """Log ``tables`` (name → (header, rows)) and ``images`` (name → PNG file) to an offline W&B run whose files all
+    stay under ``out/wandb``. Returns the offline run folder (``wandb sync`` uploads it later)."""
     from .tracking import finish_wandb, start_wandb
 
     run, saved = start_wandb(out, project="relgrad", mode="offline", job_type="report", name=name)
     try:
         import wandb
 
-        run.log({key: wandb.Table(columns=header, data=[[_wandb_value(v) for v in row] for row in rows])
-                 for key, (header, rows) in tables.items()})  # fmt: skip
+        run.log({**{key: wandb.Table(columns=header, data=[[_wandb_value(v) for v in row] for row in rows])
+                    for key, (header, rows) in tables.items()},
+                 **{key: wandb.Image(str(path)) for key, path in (images or {}).items()}})  # fmt: skip
         return Path(run.dir).parent
     finally:
         finish_wandb(run, saved)
@@ -478,7 +485,7 @@ def load_curves(dirs: list[Path]) -> list[dict[str, Any]]:
     files = sorted({f.resolve() for root in dirs for f in Path(root).rglob("metrics.jsonl")})
     for file in files:
         folder = file.parent
-        points = []
+        points, records = [], []
         for n, line in enumerate(file.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -488,6 +495,7 @@ def load_curves(dirs: list[Path]) -> list[dict[str, Any]]:
                 raise ReportError(f"{file}:{n} is not a JSON line; the file is damaged") from None
             if rec.get("split") == "val" and _number(rec.get("ll")) is not None:
                 points.append((float(rec["train_seconds"]), float(rec["ll"]), int(rec.get("epoch", len(points) + 1))))
+                records.append(rec)
         if not points:
             continue
         summary_file = folder / "summary.json"
@@ -502,8 +510,11 @@ def load_curves(dirs: list[Path]) -> list[dict[str, Any]]:
             "dataset": summary.get("dataset") or data.get("name") or "?",
             "dim": summary.get("dim") or data.get("dim"),
             "seed": summary.get("seed", cfg.get("seed")),
+            "model": summary.get("model") or cfg.get("model", {}).get("name") or "?",
             "finished": bool(summary),
+            "summary": summary,
             "points": sorted(points),
+            "records": records,
         })  # fmt: skip
     return curves
 
@@ -767,6 +778,29 @@ def cmd_ica(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import COLUMNS, clock_of, compare_markdown, compare_plot, compare_rows
+
+    curves = load_curves(args.dirs)
+    if not curves:
+        raise ReportError(f"no run folders with validation records under {', '.join(map(str, args.dirs))}")
+    clock = clock_of(curves)
+    rows = compare_rows(curves, clock)
+    if not rows:
+        raise ReportError("no finished runs (summary.json) to compare yet")
+    out = args.out or args.dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    compare_plot(curves, out / "compare.png", clock)
+    md = compare_markdown(rows, clock)
+    (out / "compare.md").write_text(md)
+    (out / "compare.csv").write_text(to_csv(COLUMNS, rows))
+    if args.wandb:
+        log_to_wandb(out, {"compare_table": (COLUMNS, rows)}, f"compare {out.name}", {"compare": out / "compare.png"})
+    print(md)
+    print(f"{len(rows)} runs; wrote {out / 'compare.png'}, compare.md, compare.csv")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relgrad-report", description="Tables and plots from relgrad run folders.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -794,6 +828,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, help="where to write curves.{png,md,csv} (default: the first folder)")
     c.add_argument("--logx", action="store_true", help="logarithmic time axis")
     c.set_defaults(func=cmd_curves)
+
+    m = sub.add_parser(
+        "compare",
+        help="methods side by side: validation log-likelihood against training time, "
+        "best test log-likelihood, ms/step, parameters, time to a common level, the Gaussian line",
+    )
+    m.add_argument("dirs", type=Path, nargs="+", help="the sweep folder of experiment=compare (or run folders)")
+    m.add_argument("--out", type=Path, help="where to write compare.{png,md,csv} (default: the first folder)")
+    m.add_argument("--wandb", action="store_true", help="also log the plot and table to an offline W&B run")
+    m.set_defaults(func=cmd_compare)
 
     i = sub.add_parser("ica", help="synthetic-ICA runs against FastICA on the same data (Amari, MCC, NLL gap, time)")
     i.add_argument("dirs", type=Path, nargs="+", help="run folders or sweep folders of data=ica runs")

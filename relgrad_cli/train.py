@@ -46,18 +46,18 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from .data import DatasetError, load_dataset
+    from .data.duplicates import DUPLICATE_KEYS, dataset_duplicates, distinct_test_mask, duplicates_warning
     from .fit import FitState, fit, load_checkpoint, log_likelihoods, save_checkpoint
-    from .flow import INITS, InvertibleMLP
-    from .metrics import amari_distance, mean_and_2se, mean_corr_coef
-    from .optim import make_optimizer, resolve_device, reuse_freed_memory
+    from .gaussian import fit_gaussian
+    from .metrics import amari_distance, mean_and_2se_distinct, mean_corr_coef
+    from .models import build_model
+    from .optim import LRSchedule, choose_threads, make_optimizer, resolve_device, reuse_freed_memory
     from .priors import prior_names
     from .tracking import NullTracker, Tracker
 
     m = cfg.model
     if m.prior != "auto" and m.prior not in prior_names():
         raise ConfigError(f"model.prior={m.prior!r} is not allowed: choose auto, {', '.join(prior_names())}")
-    if m.init not in INITS:
-        raise ConfigError(f"model.init={m.init!r} is not allowed: choose {', '.join(INITS)}")
     group = None
     if run_dir is None:
         hc = HydraConfig.get()
@@ -78,10 +78,13 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             raise DatasetError(f"{ds.name}: the {split} split has shape {arr.shape}, expected (N>0, {ds.dim})")
         if not np.isfinite(arr).all():
             raise DatasetError(f"{ds.name}: the {split} split contains NaN or infinite values; check the files")
+    duplicates = dataset_duplicates(ds)
+    warning = duplicates_warning(ds.name, duplicates)
+    if warning is not None:
+        print(f"relgrad-train: warning: {warning}", file=sys.stderr)
 
     # -- device, dtype, seeds ---------------------------------------------------------------------------------
-    if t.num_threads > 0:
-        torch.set_num_threads(t.num_threads)
+    torch.set_num_threads(choose_threads(t.num_threads, t.batch_size * ds.dim**2, _parallel_jobs()))
     if t.reuse_memory:
         reuse_freed_memory()
     try:
@@ -96,16 +99,26 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     train, val, test = (torch.as_tensor(a, dtype=dtype).to(device) for a in (ds.train, ds.val, ds.test))
 
-    prior = m.prior if m.prior != "auto" else (ds.truth.source if ds.truth is not None else "gaussian")
+    arch = model_options(m, ds.truth.source if ds.truth is not None else None, gradient)
     try:
-        flow = InvertibleMLP(
-            ds.dim, m.depth, alpha=m.alpha, bias=m.bias, prior=prior, init=m.init, dtype=dtype, device=device
-        )
+        flow = build_model(m.name, ds.dim, **arch, dtype=dtype, device=device)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
+    if getattr(flow, "dense", None) != "full":
+        gradient = "backprop"  # the gradient modes are for dense W; other models take ordinary gradients
     flow.check_inputs = False  # validated once above
+    gaussian = fit_gaussian(ds.train)  # the baseline (closed form) and, with init=data, the start
+    if arch.get("init", "data") == "data":
+        if not arch.get("bias", True):
+            raise ConfigError("model.init=data needs model.bias=true (the first layer centres the data)")
+        flow.init_from_data(gaussian)
     optimizer = make_optimizer(flow.parameters(), step_rule, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                momentum=o.momentum, weight_decay=o.weight_decay)  # fmt: skip
+    steps_per_epoch = -(-len(ds.train) // t.batch_size)
+    schedule = LRSchedule(optimizer, o.schedule.value, warmup_steps=o.warmup_steps,
+                          total_steps=t.max_epochs * steps_per_epoch, plateau_factor=o.plateau_factor,
+                          plateau_patience=o.plateau_patience, min_lr=o.min_lr)  # fmt: skip
+    identity = run_identity(cfg, flow)  # what a continued run must share with its checkpoint
 
     # -- resume ----------------------------------------------------------------------------------------------
     state = FitState()
@@ -113,6 +126,16 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     if resume_from is not None:
         try:
             ck = load_checkpoint(resume_from)
+            differing = _differing(ck.get("flow", {}), identity["flow"], "model")
+            if "optimizer" in ck:  # a continued run: the data, gradient, dtype, ... too
+                saved = {k: v for k, v in ck.get("extra", {}).get("identity", {}).items() if k != "flow"}
+                differing += _differing(saved, identity, "")
+            if differing:
+                raise ConfigError(
+                    f"trainer.resume={t.resume}: {resume_from} was trained with other settings "
+                    f"({'; '.join(differing)}); resume with the original values, or start a new run from its "
+                    "weights in a new folder"
+                )
             flow.load_state_dict(ck["model"])
         except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as err:
             raise ConfigError(
@@ -127,7 +150,11 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
         if full:
             optimizer.load_state_dict(ck["optimizer"])
             generator.set_state(ck["generator"])
+            if "schedule" in ck:
+                schedule.load_state_dict(ck["schedule"])
+            _apply_optimizer_settings(optimizer, schedule, o, ck.get("extra", {}).get("lr"))
             state = FitState(**ck["state"])
+            state.stopped_early = state.bad_evals > t.patience  # a larger patience continues an early-stopped run
             continues_here = _inside(resume_from, ckpt_dir)
             best_src = resume_from.parent / "best.pt"
             if best_src.is_file() and best_src.resolve() != (ckpt_dir / "best.pt").resolve():
@@ -171,7 +198,6 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             optimizer,
             train,
             val,
-            gradient=gradient,
             max_epochs=t.max_epochs,
             batch_size=t.batch_size,
             patience=t.patience,
@@ -187,6 +213,10 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             checkpoint_every=t.checkpoint_every,
             grad_clip=t.grad_clip,
             dist=dist,
+            schedule=schedule,
+            max_seconds=t.max_seconds,
+            budget=t.budget.value,
+            checkpoint_extra={"identity": identity, "lr": o.lr},
         )
         fit_seconds = time.perf_counter() - started
         if not dist.main:  # only the main process evaluates and writes
@@ -201,30 +231,43 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             save_checkpoint(best, flow, None, state)
         flow.eval()
         test_lls = log_likelihoods(flow, test, t.eval_batch_size)
-        test_ll, test_2se = mean_and_2se(test_lls)
+        distinct = distinct_test_mask(ds) if duplicates["test_repeated"] else np.ones(len(test_lls), dtype=bool)
+        test_ll, test_2se = mean_and_2se_distinct(test_lls, distinct)  # a repeated row counts once
+        gaussian_test_ll, gaussian_test_2se = mean_and_2se_distinct(gaussian.log_prob(ds.test), distinct)
         summary: dict[str, Any] = {
             "dataset": ds.name,
             "dim": ds.dim,
-            "depth": m.depth,
             "model": m.name,
-            "prior": prior,
-            "alpha": m.alpha,
+            **arch,
             "gradient": gradient,
             "optim": o.name,
             "step_rule": step_rule,
             "lr": o.lr,
             "batch_size": t.batch_size,
             "seed": cfg.seed,
+            "schedule": o.schedule.value,
             "epochs": state.epoch,
+            "epochs_done": state.epoch + state.epoch_step / steps_per_epoch,  # a budget may stop mid-epoch
             "best_epoch": state.best_epoch,
             "stopped_early": state.stopped_early,
+            "stopped_by": state.stopped_by,
             "steps": state.step,
             "train_seconds": state.train_seconds,
+            "train_cpu_seconds": state.train_cpu_seconds,
+            "budget": {"max_seconds": t.max_seconds, "clock": t.budget.value} if t.max_seconds else None,
             "fit_seconds": fit_seconds,
             "median_step_ms": statistics.median(state.step_ms) if state.step_ms else None,
+            "median_step_cpu_ms": statistics.median(state.step_cpu_ms) if state.step_cpu_ms else None,
             "best_val_ll": state.best_val_ll,
             "test_ll": test_ll,
             "test_ll_2se": test_2se,
+            "test_rows_used": int(distinct.sum()),  # distinct test rows: the mean and ± are over these
+            "duplicates": {k: int(duplicates[k]) for k in DUPLICATE_KEYS},
+            "gaussian_test_ll": gaussian_test_ll,
+            "gaussian_val_ll": float(np.mean(gaussian.log_prob(ds.val))),
+            "gaussian_test_ll_2se": gaussian_test_2se,
+            "gaussian_shrinkage": gaussian.shrinkage,
+            "params": sum(p.numel() for p in flow.parameters()),
             "n_train": int(train.shape[0]),
             "n_test": int(test.shape[0]),
             "device": str(device),
@@ -244,11 +287,12 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
             true_ll = float(np.mean(ds.truth.test_log_prob))
             summary["true_test_ll"] = true_ll
             summary["nll_gap_per_dim"] = (true_ll - test_ll) / ds.dim
-            with torch.no_grad():
-                z = flow(test).double().cpu().numpy()
-            summary["mcc"] = mean_corr_coef(z, ds.truth.test_sources)
-            summary["amari"] = None
-            if ds.truth.mixing is not None and m.depth == 1:
+            summary["mcc"] = summary["amari"] = None
+            if hasattr(flow, "layers"):  # the dense flows' latents are the estimated sources
+                with torch.no_grad():
+                    z = flow(test).double().cpu().numpy()
+                summary["mcc"] = mean_corr_coef(z, ds.truth.test_sources)
+            if ds.truth.mixing is not None and getattr(flow, "depth", 0) == 1:
                 w = flow.layers[0].weight.detach().double().cpu().numpy()
                 summary["amari"] = amari_distance(w @ ds.truth.mixing)
         tracker.summary(summary)  # first: a failure while drawing pictures must not cost the summary
@@ -257,6 +301,66 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
         return summary
     finally:
         tracker.finish(exit_code)
+
+
+def model_options(m: Any, ica_source: str | None, gradient: str) -> dict[str, Any]:
+    """The constructor options of model ``m.name`` (see :func:`relgrad_cli.models.build_model`), with every
+    ``auto`` resolved for the data.
+
+    Dense flows: synthetic ICA keeps the paper's model (its identifiability experiments need it): the source prior,
+    an orthogonal start, the fixed smooth leaky-ReLU and no final map. Every other data set gets the measured
+    recipe: a start at the fitted Gaussian (``init=data``), rational-quadratic splines between the dense layers and
+    after the last one, and a standard-normal prior (see the README's model-quality section). zuko's flows take
+    their sizes and always start standardised."""
+    from .peers import ZUKO_FLOWS
+
+    if m.name in ZUKO_FLOWS:
+        return {"transforms": m.transforms, "hidden_features": list(m.hidden_features), "bins": m.spline_bins}
+    paper = {"init": "orthogonal", "activation": "slrelu", "final_activation": "none"}
+    recipe = {"init": "data", "activation": "spline", "final_activation": "spline"}
+    defaults = paper if ica_source is not None else recipe
+    choices: dict[str, Any] = {key: (defaults[key] if m[key] == "auto" else str(m[key])) for key in defaults}
+    choices["prior"] = str(m.prior) if m.prior != "auto" else (ica_source or "gaussian")
+    return {"depth": m.depth, "alpha": m.alpha, "bias": m.bias, **choices, "spline_bins": m.spline_bins,
+            "spline_bound": m.spline_bound, "gradient": gradient}  # fmt: skip
+
+
+def run_identity(cfg: Any, flow: Any) -> dict[str, Any]:
+    """What a continued run must share with the checkpoint it continues: the architecture (``flow.config()``), the
+    data and their preprocessing (every ``data`` option but the folder), the gradient mode, the step rule, the
+    dtype, the batch size and the kind of learning-rate schedule. Everything else may change on resume."""
+    from omegaconf import OmegaConf
+
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "root"}
+    return {"flow": flow.config(), "data": data, "gradient": cfg.optim.gradient.value, "step": cfg.optim.step.value,
+            "dtype": cfg.trainer.dtype.value, "batch_size": cfg.trainer.batch_size,
+            "schedule": cfg.optim.schedule.value, "warmup_steps": cfg.optim.warmup_steps}  # fmt: skip
+
+
+def _differing(saved: dict[str, Any], now: dict[str, Any], prefix: str) -> list[str]:
+    """'key: saved → now' for every key recorded in ``saved`` whose value differs (nested dicts flattened)."""
+    out = []
+    for key, old in saved.items():
+        name = f"{prefix}.{key}" if prefix else key
+        new = now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += _differing(old, new, name)
+        elif key in now and old != new:
+            out.append(f"{name}: {old!r} → {new!r}")
+    return out
+
+
+def _apply_optimizer_settings(optimizer: Any, schedule: Any, o: Any, saved_lr: float | None) -> None:
+    """A continued run takes this command's optimizer settings: a new optim.lr rescales the schedule, and betas,
+    eps, momentum and weight decay replace the saved ones in every parameter group."""
+    if saved_lr is not None and saved_lr != o.lr:
+        schedule.rescale(optimizer, o.lr / saved_lr)
+    for group in optimizer.param_groups:
+        group["weight_decay"] = o.weight_decay
+        if "betas" in group:
+            group["betas"], group["eps"] = tuple(o.betas), o.eps
+        if "momentum" in group:
+            group["momentum"] = o.momentum
 
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt")
@@ -295,6 +399,25 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().parent == folder.resolve()
 
 
+def _parallel_jobs() -> int:
+    """How many jobs run side by side on this machine: torchrun's local processes, or a joblib launcher's n_jobs
+    (−1: one per core); 1 otherwise (submitit jobs get their own cores)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().launcher
+    except (ImportError, ValueError):
+        return local
+    target = str(launcher.get("_target_", ""))
+    if "joblib" in target.lower():
+        from .optim import available_cores
+
+        n_jobs = int(launcher.get("n_jobs", -1) or -1)
+        return max(local, available_cores() if n_jobs < 0 else n_jobs)
+    return local
+
+
 def _init_distributed(device: Any) -> tuple[Any, Any]:
     """Join the process group when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA (one GPU per
     process, cuda:LOCAL_RANK). Returns (Dist, device)."""
@@ -326,23 +449,26 @@ def _pictures(flow: Any, ds: Any, run_dir: Path, n_samples: int, tracker: Any) -
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    line = f"{s['dataset']} (D={s['dim']}), {s['gradient']} gradient + {s['step_rule']}"
+    line = f"{s['dataset']} (D={s['dim']}), {s.get('model', 'deep_mlp')}, {s['gradient']} gradient + {s['step_rule']}"
     print(line)
     print(
         f"  test log-likelihood  {s['test_ll']:.4f} ± {s['test_ll_2se']:.4f} nats (best val {s['best_val_ll']:.4f},"
-        f" epoch {s['best_epoch']} of {s['epochs']})"
+        f" epoch {s['best_epoch']}; {s.get('epochs_done', s['epochs']):.4g} epochs trained)"
     )
     if "true_test_ll" in s:
         print(
             f"  true log-likelihood  {s['true_test_ll']:.4f} nats; gap {s['nll_gap_per_dim']:.4f} nats/dim;"
             f" MCC {s['mcc']:.3f}" + (f"; Amari {s['amari']:.4f}" if s.get("amari") is not None else "")
         )
+    if s.get("gaussian_test_ll") is not None:
+        gain = s["test_ll"] - s["gaussian_test_ll"]
+        print(f"  Gaussian baseline    {s['gaussian_test_ll']:.4f} nats (full covariance, closed form); the flow is "
+              f"{abs(gain):.4f} nats {'above' if gain >= 0 else 'BELOW'} it")  # fmt: skip
     if "bits_per_dim" in s:
         print(f"  bits/dim             {s['bits_per_dim']:.4f}")
-    print(
-        f"  time                 {s['train_seconds']:.1f} s training, median step {s['median_step_ms']:.3f} ms,"
-        f" {s['steps']} steps"
-    )
+    median = f"median step {s['median_step_ms']:.3f} ms, " if s.get("median_step_ms") is not None else ""
+    print(f"  time                 {s['train_seconds']:.1f} s training ({s['train_cpu_seconds']:.1f} s CPU), {median}"
+          f"{s['steps']} steps, stopped by {s['stopped_by'].replace('_', ' ')}")  # fmt: skip
     print(f"  run folder           {s['run_dir']}")
 
 

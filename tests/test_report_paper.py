@@ -156,7 +156,7 @@ def test_curves_plot_one_line_per_gradient_mode_on_the_same_data(tmp_path, capsy
     assert sorted(r["gradient"] for r in rows) == ["autograd_logdet", "euclidean", "euclidean", "relative"]
     level = min(s["best_val_ll"] for s in summaries.values())
     for r in rows:
-        assert r["group"] == "ica (D=6)" and r["evaluations"] == "4"
+        assert r["group"] == "ica (D=6)" and r["evaluations"] == "5"  # the start and 4 epochs
         assert float(r["common_level"]) == pytest.approx(level)
         assert 0 < float(r["seconds_to_common_level"]) <= float(r["train_seconds"])
     by_folder = {Path(r["folder"]).name: r for r in rows}
@@ -165,7 +165,7 @@ def test_curves_plot_one_line_per_gradient_mode_on_the_same_data(tmp_path, capsy
         assert float(by_folder[optim]["train_seconds"]) == pytest.approx(s["train_seconds"])
     interrupted = next(c for c in load_curves([runs]) if c["folder"].name == "adam-interrupted")
     assert not interrupted["finished"] and interrupted["gradient"] == "euclidean"  # read from .hydra/config.yaml
-    assert "| ica (D=6) | relative | adam | 3 | 4 |" in capsys.readouterr().out
+    assert "| ica (D=6) | relative | adam | 3 | 5 |" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------------------- ica

@@ -75,7 +75,7 @@ def test_each_optimizer_trains_and_writes_the_run_folder(optim, tmp_path):
     for f in ("summary.json", "checkpoints/best.pt", "checkpoints/last.pt"):  # written atomically, usual permissions
         assert (tmp_path / f).stat().st_mode & 0o777 == 0o666 & ~umask
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records if r["split"] == "val"] == [1, 2, 3]
+    assert [r["epoch"] for r in records if r["split"] == "val"] == [0, 1, 2, 3]  # 0: the untrained start
     assert all("loss" in r and "step_time_ms" in r for r in records if r["split"] == "train")
     for name in ("best.pt", "last.pt"):
         ck = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
@@ -86,7 +86,9 @@ def test_each_optimizer_trains_and_writes_the_run_folder(optim, tmp_path):
     from relgrad_cli.data import load_dataset
 
     flow = InvertibleMLP.from_checkpoint(tmp_path / "checkpoints" / "best.pt")  # the architecture is in the file
-    assert flow.config() == {"dim": 4, "depth": 2, "alpha": 0.3, "bias": True, "prior": "laplace", "init": "orthogonal"}
+    assert flow.config() == {"dim": 4, "depth": 2, "alpha": 0.3, "bias": True, "prior": "laplace", "init": "orthogonal",
+                             "activation": "slrelu", "final_activation": "none", "spline_bins": 8, "spline_bound": 5.0,
+                             "dense": "full", "gradient": cfg.optim.gradient.value}  # fmt: skip
     assert flow.dtype == torch.float32
     ds = load_dataset("ica", tmp_path, dim=4, n_train=400, n_val=200, n_test=200)
     with torch.no_grad():
@@ -126,7 +128,9 @@ def test_relative_and_euclidean_follow_the_same_path_in_float64(tmp_path):
 def test_early_stopping(tmp_path):
     cfg = make_cfg(["trainer.max_epochs=10", "trainer.patience=2", "trainer.min_delta=1e9", *TINY])
     summary = run(cfg, run_dir=tmp_path)
-    assert summary["stopped_early"] and summary["epochs"] == 4 and summary["best_epoch"] == 1
+    # the start (epoch 0) is the best; three evaluations without improvement exceed a patience of 2
+    assert summary["stopped_early"] and summary["epochs"] == 3 and summary["best_epoch"] == 0
+    assert summary["stopped_by"] == "early_stopping"
 
 
 def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
@@ -293,7 +297,7 @@ def test_a_run_folder_is_never_overwritten_and_a_continued_run_keeps_one_record_
     run(make_cfg(["trainer.max_epochs=3", "trainer.resume=auto", *common]), run_dir=tmp_path)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 25))
-    assert [r["epoch"] for r in records if r["split"] == "val"] == [1, 2, 3]
+    assert [r["epoch"] for r in records if r["split"] == "val"] == [0, 1, 2, 3]
     first, second = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert run_identity(first)[0] == run_identity(second)[0]  # one W&B run, continued
     history, _, _ = history_and_summary(second)
