@@ -120,7 +120,7 @@ class PatchesData(DataConfig):
 @dataclass
 class ModelConfig:
     name: str = "deep_mlp"
-    depth: int = 2
+    depth: Any = "auto"  # auto or an integer ≥ 1 (OmegaConf has no int-or-str type)
     alpha: float = 0.3
     bias: bool = True
     prior: str = "auto"
@@ -258,7 +258,12 @@ def check_config(cfg: Any) -> None:
     need(0 < o.plateau_factor < 1, "optim.plateau_factor", o.plateau_factor, "a factor strictly between 0 and 1")
     need(o.plateau_patience >= 0, "optim.plateau_patience", o.plateau_patience, "use an integer ≥ 0 (evaluations)")
     need(0 <= o.min_lr < o.lr, "optim.min_lr", o.min_lr, f"a number ≥ 0 below optim.lr={o.lr}")
-    need(m.depth >= 1, "model.depth", m.depth, "use an integer ≥ 1 (number of affine layers)")
+    need(
+        m.depth == "auto" or (isinstance(m.depth, int) and not isinstance(m.depth, bool) and m.depth >= 1),
+        "model.depth",
+        m.depth,
+        "use auto (2 for synthetic ICA, 6 otherwise) or an integer ≥ 1 (number of affine layers)",
+    )
     need(0 < m.alpha < 1, "model.alpha", m.alpha, "the smooth leaky-ReLU slope must lie strictly between 0 and 1")
     need(m.init in ("auto", *INITS), "model.init", m.init, f"choose auto, {', '.join(INITS)}")
     need(m.activation in ("auto", *ACTIVATIONS), "model.activation", m.activation,

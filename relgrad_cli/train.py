@@ -307,21 +307,21 @@ def model_options(m: Any, ica_source: str | None, gradient: str) -> dict[str, An
     """The constructor options of model ``m.name`` (see :func:`relgrad_cli.models.build_model`), with every
     ``auto`` resolved for the data.
 
-    Dense flows: synthetic ICA keeps the paper's model (its identifiability experiments need it): the source prior,
-    an orthogonal start, the fixed smooth leaky-ReLU and no final map. Every other data set gets the measured
-    recipe: a start at the fitted Gaussian (``init=data``), rational-quadratic splines between the dense layers and
-    after the last one, and a standard-normal prior (see the README's model-quality section). zuko's flows take
-    their sizes and always start standardised."""
+    Dense flows: synthetic ICA keeps the paper's model (its identifiability experiments need it): depth 2, the
+    source prior, an orthogonal start, the fixed smooth leaky-ReLU and no final map. Every other data set gets the
+    measured recipe: depth 6, a start at the fitted Gaussian (``init=data``), rational-quadratic splines between the
+    dense layers and after the last one, and a standard-normal prior (see the README's model-quality section).
+    zuko's flows take their sizes and always start standardised."""
     from .peers import ZUKO_FLOWS
 
     if m.name in ZUKO_FLOWS:
         return {"transforms": m.transforms, "hidden_features": list(m.hidden_features), "bins": m.spline_bins}
-    paper = {"init": "orthogonal", "activation": "slrelu", "final_activation": "none"}
-    recipe = {"init": "data", "activation": "spline", "final_activation": "spline"}
+    paper = {"depth": 2, "init": "orthogonal", "activation": "slrelu", "final_activation": "none"}
+    recipe = {"depth": 6, "init": "data", "activation": "spline", "final_activation": "spline"}
     defaults = paper if ica_source is not None else recipe
-    choices: dict[str, Any] = {key: (defaults[key] if m[key] == "auto" else str(m[key])) for key in defaults}
+    choices: dict[str, Any] = {key: (defaults[key] if m[key] == "auto" else m[key]) for key in defaults}
     choices["prior"] = str(m.prior) if m.prior != "auto" else (ica_source or "gaussian")
-    return {"depth": m.depth, "alpha": m.alpha, "bias": m.bias, **choices, "spline_bins": m.spline_bins,
+    return {"alpha": m.alpha, "bias": m.bias, **choices, "spline_bins": m.spline_bins,
             "spline_bound": m.spline_bound, "gradient": gradient}  # fmt: skip
 
 

@@ -36,7 +36,8 @@ def test_default_run_starts_at_the_gaussian_and_ends_above_it(data, tmp_path):
     extra = ["data.n_train=6000", "data.n_val=1000", "data.n_test=1000"] if data == "patches" else []
     cfg = make_cfg([f"data={data}", "trainer.max_epochs=12", "trainer.dtype=float64", *extra, *QUIET])
     s = run(cfg, run_dir=tmp_path)
-    assert (s["init"], s["activation"], s["final_activation"], s["prior"]) == ("data", "spline", "spline", "gaussian")
+    assert (s["depth"], s["init"], s["activation"], s["final_activation"], s["prior"]) == (
+        6, "data", "spline", "spline", "gaussian")  # fmt: skip
     start = records(tmp_path, "val")[0]
     assert start["step"] == 0 and start["ll"] == pytest.approx(s["gaussian_val_ll"], abs=1e-8)
     assert s["test_ll"] > s["gaussian_test_ll"] + 1.0, s
@@ -226,7 +227,12 @@ def test_compare_sweep_and_report_through_the_cli(tmp_path):
                          text=True, timeout=300, cwd=tmp_path)  # fmt: skip
     assert rep.returncode == 0, rep.stderr[-3000:]
     md = (sweep / "compare.md").read_text()
-    for method in ("paper_mlp (relative)", "lu_mlp", "maf", "Gaussian (full covariance, closed form)"):
+    for method in (
+        "paper_mlp (depth 2, relative)",
+        "lu_mlp (depth 6)",
+        "maf",
+        "Gaussian (full covariance, closed form)",
+    ):
         assert f"| digits | {method} |" in md
     rows = (sweep / "compare.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[0].startswith("dataset,method,seed,test_ll")
