@@ -296,19 +296,15 @@ class InvertibleMLP(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> InvertibleMLP:
         """Rebuild a flow from a checkpoint written by ``relgrad-train`` (``best.pt`` or ``last.pt``): its
-        architecture (``flow`` entry: the :meth:`config`) and weights, in the weights' dtype.
-        Loaded with ``weights_only=True``: nothing in the file is executed."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(ckpt, dict) or "model" not in ckpt or "flow" not in ckpt:
-            raise ValueError(
-                f"{path} is not a relgrad-train checkpoint with the architecture recorded (no 'flow' entry); "
-                "build InvertibleMLP(...) with the run's settings (.hydra/config.yaml), then "
-                "load_state_dict(ckpt['model'])"
-            )
-        weights = ckpt["model"]
-        dtype = next(v.dtype for v in weights.values() if v.is_floating_point())
-        flow = cls(**ckpt["flow"], dtype=dtype, device=map_location)
-        flow.load_state_dict(weights)
+        architecture (``flow`` entry: the :meth:`config`) and weights, in the weights' dtype. Loaded with
+        ``weights_only=True``: nothing in the file is executed. See :func:`relgrad_cli.models.load_model`, which
+        this calls, for any other model of the runner."""
+        from .models import load_model
+
+        flow = load_model(path, map_location=map_location)
+        if not isinstance(flow, cls):
+            raise ValueError(f"{path} holds a {type(flow).__name__}, not an {cls.__name__}; use "
+                             "relgrad_cli.models.load_model")  # fmt: skip
         return flow
 
     def extra_repr(self) -> str:
