@@ -2,8 +2,10 @@
 
 A step is what the runner does per minibatch: ``zero_grad``, ``training_loss(...).backward()``, ``optimizer.step()``
 with Adam (fused where available, as in the runner; glibc keeps freed memory for reuse unless
-``--no-reuse-memory``). For each D one flow and one optimizer are shared by all modes, and the modes are
-interleaved repeat by repeat, so slow drifts of a shared machine hit every mode alike. Reported per (D, mode):
+``--no-reuse-memory``). For each D one flow and one optimizer are shared by the gradient modes of a dense W
+(relative, euclidean, autograd_logdet, no_logdet); ``self_normalizing`` trains a flow with learned inverses and
+``lu`` the LU-parametrized twin, each with its own optimizer. The modes are interleaved repeat by repeat, so slow
+drifts of a shared machine hit every mode alike. Reported per (D, mode):
 the median and minimum of the timed steps after warm-up, and the peak memory a step allocates beyond what is
 live before it (CPU: the profiler's allocation events; CUDA: ``max_memory_allocated``), also in units of one D×D
 matrix.
@@ -31,7 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("relative", "euclidean", "autograd_logdet", "no_logdet")
+MODES = ("relative", "euclidean", "autograd_logdet", "no_logdet", "self_normalizing", "lu")
+# The flow each mode trains: the gradient modes of a dense W share one; self_normalizing needs the learned inverses
+# R (a flow of its own); ``lu`` is the LU-parametrized twin (W = P L U, ordinary gradients).
+FAMILY = {"self_normalizing": "self_normalizing", "lu": "lu"}
 FLOOR = "no_logdet"
 DEFAULT_DIMS = (256, 512, 1024, 2048, 4096, 8192)
 MIN_REPEATS = 3
@@ -98,14 +103,16 @@ def plan_repeats(step_s: float, warmup: int, repeats: int, budget_s: float) -> t
     return warmup, repeats
 
 
-def _step_timer(flow, opt, x, training_loss, sync):
-    """A function timing one full training step (zero_grad, loss, backward, optimizer step) in a given mode."""
+def _step_timer(flows: dict[str, Any], x, training_loss, sync):
+    """A function timing one full training step (zero_grad, loss, backward, optimizer step) in a given mode;
+    ``flows`` maps a family (see :data:`FAMILY`) to its (flow, optimizer)."""
 
     def step(mode: str) -> float:
+        flow, opt = flows[FAMILY.get(mode, "dense")]
         sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        training_loss(flow, x, mode).backward()
+        training_loss(flow, x, "relative" if mode == "lu" else mode).backward()
         opt.step()
         sync()
         return time.perf_counter() - t0
@@ -140,11 +147,14 @@ def run_benchmark(
     records: list[dict[str, Any]] = []
     for d in sorted(dims):
         torch.manual_seed(0)
-        flow = InvertibleMLP(d, depth, dtype=dt, device=dev)
-        opt = make_optimizer(flow.parameters(), "adam", lr=1e-7)
+        flows = {}
+        for family in {FAMILY.get(m, "dense") for m in modes}:
+            options = {"self_normalizing": {"gradient": "self_normalizing"}, "lu": {"dense": "lu"}}.get(family, {})
+            flow = InvertibleMLP(d, depth, dtype=dt, device=dev, **options)
+            flows[family] = (flow, make_optimizer(flow.parameters(), "adam", lr=1e-7))
         x = torch.randn(batch_size, d, dtype=dt, device=dev)
 
-        step = _step_timer(flow, opt, x, training_loss, sync)
+        step = _step_timer(flows, x, training_loss, sync)
 
         active, recs, plan = [], {}, {}
         for mode in modes:
@@ -188,13 +198,14 @@ def run_benchmark(
             rec["min_ms"] = min(rec["times_ms"])
             last[mode] = (d, rec["median_ms"] / 1e3)
             if memory:
+                flow = flows[FAMILY.get(mode, "dense")][0]
                 flow.zero_grad(set_to_none=True)
                 peak = _step_memory(functools.partial(step, mode), dev)
                 grads = sum(p.numel() for p in flow.parameters()) * flow.dtype.itemsize
                 rec["peak_step_bytes"] = peak
                 rec["peak_extra_dxd"] = (peak - grads) / (d * d * flow.dtype.itemsize)
         records.extend(recs.values())
-        del flow, opt, x  # free this D's matrices before the next D allocates its own
+        del flows, flow, x  # free this D's matrices before the next D allocates its own
     return records
 
 
@@ -243,8 +254,18 @@ def markdown(result: dict[str, Any]) -> str:
             r = by.get((d, m))
             cells.append(f"{r['median_ms']:.2f}" if r and r["status"] == "ok" else "skipped")
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    keys = [k for k in ("relative/floor", "euclidean/floor", "autograd_logdet/floor", "euclidean/relative",
-                        "autograd_logdet/relative") if any(k in row for row in result["ratios"])]  # fmt: skip
+    wanted = (
+        "relative/floor",
+        "self_normalizing/floor",
+        "lu/floor",
+        "euclidean/floor",
+        "autograd_logdet/floor",
+        "euclidean/relative",
+        "autograd_logdet/relative",
+        "self_normalizing/relative",
+        "lu/relative",
+    )
+    keys = [k for k in wanted if any(k in row for row in result["ratios"])]
     lines += ["", "| D | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
     for row in result["ratios"]:
         lines.append(f"| {row['dim']} | " + " | ".join(f"{row[k]:.2f}" if k in row else "–" for k in keys) + " |")

@@ -22,6 +22,7 @@ class Gradient(str, Enum):
     euclidean = "euclidean"
     autograd_logdet = "autograd_logdet"
     no_logdet = "no_logdet"
+    self_normalizing = "self_normalizing"
 
 
 class StepRule(str, Enum):
@@ -143,6 +144,7 @@ class OptimConfig:
     eps: float = 1e-8
     momentum: float = 0.0
     weight_decay: float = 0.0
+    recon_weight: float = 1.0  # λ of the self_normalizing mode's reconstruction loss
     schedule: Schedule = Schedule.none
     warmup_steps: int = 0
     plateau_factor: float = 0.5
@@ -253,6 +255,7 @@ def check_config(cfg: Any) -> None:
         list(o.betas),
         "two numbers in [0, 1)",
     )
+    need(o.recon_weight >= 0, "optim.recon_weight", o.recon_weight, "a weight ≥ 0 for the reconstruction loss")
     need(t.max_seconds >= 0, "trainer.max_seconds", t.max_seconds, "use 0 (no time budget) or a number of seconds")
     need(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "use 0 (no warm-up) or a step count")
     need(0 < o.plateau_factor < 1, "optim.plateau_factor", o.plateau_factor, "a factor strictly between 0 and 1")

@@ -23,13 +23,14 @@ import os
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .choices import ACTIVATIONS, DENSE, FINAL_ACTIVATIONS, INITS
 from .elementwise import make_elementwise
 from .lu import LULinear
 from .priors import Prior, get_prior, prior_names
-from .relative import GRADIENT_MODES, affine_with_logdet, check_gradient_mode
+from .relative import GRADIENT_MODES, SelfNormalizingAffine, affine_with_logdet, check_gradient_mode
 
 
 def _all_finite(x: torch.Tensor) -> bool:
@@ -41,47 +42,73 @@ def _all_finite(x: torch.Tensor) -> bool:
 
 
 class InvertibleLinear(nn.Module):
-    """A square affine layer y = x Wᵀ + b whose ``weight`` (D×D) and ``bias`` (D) are ordinary parameters."""
+    """A square affine layer y = x Wᵀ + b whose ``weight`` (D×D) and ``bias`` (D) are ordinary parameters.
 
-    def __init__(self, dim: int, bias: bool = True, init: str = "orthogonal", *, dtype=None, device=None):
+    ``learned_inverse`` gives the layer an approximate inverse ``inverse_weight`` R ≈ W⁻¹ (starting at W⁻¹) for the
+    ``self_normalizing`` gradient mode: its forward then adds λ·mean_b ‖x_b − R W x_b‖² (λ = ``recon_weight``,
+    x detached) to the loss through ``ld`` (see :mod:`relgrad_cli.relative`)."""
+
+    def __init__(
+        self, dim: int, bias: bool = True, init: str = "orthogonal", *, learned_inverse: bool = False,
+        recon_weight: float = 1.0, dtype=None, device=None,
+    ):  # fmt: skip
         super().__init__()
         self.weight = nn.Parameter(torch.empty(dim, dim, dtype=dtype, device=device))
         self.bias = nn.Parameter(torch.zeros(dim, dtype=dtype, device=device)) if bias else None
+        self.recon_weight = float(recon_weight)
+        self.inverse_weight = nn.Parameter(torch.empty_like(self.weight)) if learned_inverse else None
         self.reset_parameters(init)
 
     @torch.no_grad()
     def set_weight(self, w: torch.Tensor) -> None:
+        """W = w, and R = W⁻¹ when the layer has a learned inverse."""
         self.weight.copy_(w)
+        if self.inverse_weight is not None:
+            self.inverse_weight.copy_(torch.linalg.inv(w.to(torch.float64)))
 
     def reset_parameters(self, init: str = "orthogonal") -> None:
         """Orthogonal W (well conditioned, log|det W| = 0) or the identity (also the start of ``data``, which
-        :meth:`InvertibleMLP.init_from_data` completes); zero bias."""
+        :meth:`InvertibleMLP.init_from_data` completes); zero bias; R = W⁻¹."""
         with torch.no_grad():
+            w = torch.empty_like(self.weight)
             if init == "orthogonal":
-                nn.init.orthogonal_(self.weight)
+                nn.init.orthogonal_(w)
             elif init in ("identity", "data"):
-                self.weight.copy_(torch.eye(self.weight.shape[0]))
+                w = torch.eye(self.weight.shape[0], dtype=w.dtype, device=w.device)
             else:
                 raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+            self.set_weight(w)
             if self.bias is not None:
                 self.bias.zero_()
 
     def forward(self, x: torch.Tensor, mode: str = "autograd_logdet") -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(y, ld)``: the output and the stand-in for log|det W| under gradient ``mode``."""
-        return affine_with_logdet(x, self.weight, self.bias, mode)
+        if mode != "self_normalizing":
+            return affine_with_logdet(x, self.weight, self.bias, mode)
+        if self.inverse_weight is None:
+            raise ValueError("the self_normalizing mode needs layers built with learned_inverse=True")
+        y, ld = SelfNormalizingAffine.apply(x, self.weight, self.bias, self.inverse_weight)
+        xd = x.detach()
+        recon = (xd - F.linear(F.linear(xd, self.weight), self.inverse_weight)).square().sum(-1).mean()
+        return y, ld - self.recon_weight * recon  # the loss subtracts ld: + λ·reconstruction
 
     def logabsdet(self) -> torch.Tensor:
         """log|det W| (slogdet, O(D³), differentiable)."""
         return torch.linalg.slogdet(self.weight).logabsdet
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        """x = (y − b) W⁻ᵀ by a linear solve."""
+    def inverse(self, y: torch.Tensor, approximate: bool = False) -> torch.Tensor:
+        """x = (y − b) W⁻ᵀ by a linear solve, or with ``approximate`` through the learned inverse: (y − b) Rᵀ."""
         if self.bias is not None:
             y = y - self.bias
+        if approximate:
+            if self.inverse_weight is None:
+                raise ValueError("approximate inversion needs a learned inverse (the self_normalizing mode)")
+            return F.linear(y, self.inverse_weight)
         return torch.linalg.solve(self.weight, y.mT).mT
 
     def extra_repr(self) -> str:
-        return f"dim={self.weight.shape[0]}, bias={self.bias is not None}"
+        learned = self.inverse_weight is not None
+        return f"dim={self.weight.shape[0]}, bias={self.bias is not None}, learned_inverse={learned}"
 
 
 class InvertibleMLP(nn.Module):
@@ -103,6 +130,8 @@ class InvertibleMLP(nn.Module):
         dense: ``"full"`` (an unconstrained D×D W, trained by the gradient mode) or ``"lu"`` (W = P L U,
             :class:`relgrad_cli.lu.LULinear`: exact log-det in O(D), ordinary gradients, the mode is ignored).
         gradient: the gradient mode :meth:`training_loss` uses (see :func:`training_loss`).
+        recon_weight: λ of the ``self_normalizing`` mode's reconstruction loss (used only in that mode, where
+            every dense layer gets a learned inverse R ≈ W⁻¹).
         dtype, device: as for any torch module (float32 and float64, CPU and CUDA).
 
     Methods: ``forward(x) -> z``, ``log_prob(x) -> (B,)``, ``nll(x)`` (exact mean NLL), ``inverse(z) -> x``,
@@ -124,6 +153,7 @@ class InvertibleMLP(nn.Module):
         spline_bound: float = 5.0,
         dense: str = "full",
         gradient: str = "relative",
+        recon_weight: float = 1.0,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ):
@@ -152,12 +182,29 @@ class InvertibleMLP(nn.Module):
         self.spline_bins, self.spline_bound = spline_bins, float(spline_bound)
         self.dense = dense
         self.gradient = check_gradient_mode(gradient)
+        self.recon_weight = float(recon_weight)
+        snf = self.gradient == "self_normalizing" and dense == "full"
+        if snf and not self.recon_weight >= 0:
+            raise ValueError(f"recon_weight must be ≥ 0, got {recon_weight!r}")
         self.prior = get_prior(prior)
         self.check_inputs = True
-        layer_type = InvertibleLinear if dense == "full" else LULinear
-        self.layers = nn.ModuleList(
-            layer_type(dim, bias=bias, init=init, dtype=dtype, device=device) for _ in range(depth)
-        )
+        if dense == "full":
+            self.layers = nn.ModuleList(
+                InvertibleLinear(
+                    dim,
+                    bias=bias,
+                    init=init,
+                    learned_inverse=snf,
+                    recon_weight=self.recon_weight,
+                    dtype=dtype,
+                    device=device,
+                )  # fmt: skip
+                for _ in range(depth)
+            )
+        else:
+            self.layers = nn.ModuleList(
+                LULinear(dim, bias=bias, init=init, dtype=dtype, device=device) for _ in range(depth)
+            )
 
         def elementwise(kind: str) -> nn.Module:
             return make_elementwise(kind, dim, alpha=self.alpha, bins=spline_bins, bound=self.spline_bound,
@@ -233,15 +280,18 @@ class InvertibleMLP(nn.Module):
         return -self.log_prob(x).mean()
 
     @torch.no_grad()
-    def inverse(self, z: torch.Tensor, *, tol: float | None = None, max_iter: int = 100) -> torch.Tensor:
-        """Map latents z (B×D) back to data x = f⁻¹(z): linear solves, Newton for the smooth leaky-ReLUs (see
+    def inverse(
+        self, z: torch.Tensor, *, tol: float | None = None, max_iter: int = 100, approximate: bool = False
+    ) -> torch.Tensor:
+        """Map latents z (B×D) back to data x = f⁻¹(z): linear solves (or, with ``approximate``, the learned inverses
+        R of the ``self_normalizing`` mode: one product per layer), Newton for the smooth leaky-ReLUs (see
         :func:`relgrad_cli.relative.smooth_leaky_relu_inverse`; ``tol`` is its relative step tolerance) and the
         closed-form inverse of the splines."""
         h = self._validate(z, "latents")
         if self.final is not None:
             h = self.final.inverse(h, tol=tol, max_iter=max_iter)
         for k in range(len(self.layers) - 1, -1, -1):
-            h = self.layers[k].inverse(h)
+            h = self.layers[k].inverse(h, approximate) if approximate else self.layers[k].inverse(h)
             if k > 0:
                 h = self.activations[k - 1].inverse(h, tol=tol, max_iter=max_iter)
         return h
@@ -275,19 +325,21 @@ class InvertibleMLP(nn.Module):
         return fit
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n samples: z ~ p(z), x = f⁻¹(z). Shape (n, D)."""
+    def sample(self, n: int, *, generator: torch.Generator | None = None, approximate: bool = False) -> torch.Tensor:
+        """Draw n samples: z ~ p(z), x = f⁻¹(z). Shape (n, D). ``approximate``: through the learned inverses of the
+        ``self_normalizing`` mode (O(n·D²) per layer, no solve)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"number of samples must be a positive integer, got {n!r}")
         z = self.prior.sample((n, self.dim), dtype=self.dtype, device=self.device, generator=generator)
-        return self.inverse(z)
+        return self.inverse(z, approximate=approximate)
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this architecture (saved in every checkpoint of the runner)."""
         return {"dim": self.dim, "depth": self.depth, "alpha": self.alpha, "bias": self.layers[0].bias is not None,
                 "prior": self.prior.name, "init": self.init, "activation": self.activation,
                 "final_activation": self.final_activation, "spline_bins": self.spline_bins,
-                "spline_bound": self.spline_bound, "dense": self.dense, "gradient": self.gradient}  # fmt: skip
+                "spline_bound": self.spline_bound, "dense": self.dense, "gradient": self.gradient,
+                "recon_weight": self.recon_weight}  # fmt: skip
 
     def training_loss(self, x: torch.Tensor) -> torch.Tensor:
         """:func:`training_loss` under this flow's gradient mode (``self.gradient``)."""
@@ -323,7 +375,10 @@ def training_loss(flow: InvertibleMLP, x: torch.Tensor, gradient: str = "relativ
       the exact mean NLL;
     - ``"autograd_logdet"``: the same gradient and value through ``torch.linalg.slogdet`` in the graph;
     - ``"no_logdet"``: plain backprop of the data part only (value and gradient without any log-det term): the
-      speed floor, not a valid objective.
+      speed floor, not a valid objective;
+    - ``"self_normalizing"``: W gets gyᵀx − Rᵀ (the learned inverse R ≈ W⁻¹ in place of W⁻ᵀ), R its own update
+      and, with W, the gradient of λ·mean‖x − R W x‖² per layer (see :mod:`relgrad_cli.relative`). The value is the
+      data part plus the reconstruction losses. Needs a flow built with ``gradient="self_normalizing"``.
 
     The data part is −(1/B) Σ_b [Σ_i log p(z_{b,i}) + Σ_k Σ_i log σ_k′(y_{k,b,i})] (element-wise maps included).
     Parameters of learnable element-wise maps always receive their Euclidean gradient.

@@ -99,7 +99,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     train, val, test = (torch.as_tensor(a, dtype=dtype).to(device) for a in (ds.train, ds.val, ds.test))
 
-    arch = model_options(m, ds.truth.source if ds.truth is not None else None, gradient)
+    arch = model_options(m, ds.truth.source if ds.truth is not None else None, gradient, o.recon_weight)
     try:
         flow = build_model(m.name, ds.dim, **arch, dtype=dtype, device=device)
     except ValueError as err:
@@ -303,7 +303,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
         tracker.finish(exit_code)
 
 
-def model_options(m: Any, ica_source: str | None, gradient: str) -> dict[str, Any]:
+def model_options(m: Any, ica_source: str | None, gradient: str, recon_weight: float = 1.0) -> dict[str, Any]:
     """The constructor options of model ``m.name`` (see :func:`relgrad_cli.models.build_model`), with every
     ``auto`` resolved for the data.
 
@@ -322,7 +322,7 @@ def model_options(m: Any, ica_source: str | None, gradient: str) -> dict[str, An
     choices: dict[str, Any] = {key: (defaults[key] if m[key] == "auto" else m[key]) for key in defaults}
     choices["prior"] = str(m.prior) if m.prior != "auto" else (ica_source or "gaussian")
     return {"alpha": m.alpha, "bias": m.bias, **choices, "spline_bins": m.spline_bins,
-            "spline_bound": m.spline_bound, "gradient": gradient}  # fmt: skip
+            "spline_bound": m.spline_bound, "gradient": gradient, "recon_weight": recon_weight}  # fmt: skip
 
 
 def run_identity(cfg: Any, flow: Any) -> dict[str, Any]:

@@ -28,8 +28,11 @@ def test_every_mode_is_timed_and_measured():
     s = summarize(records, fit_min_dim=8)
     assert set(s["exponents"]) == set(MODES)
     row = s["ratios"][1]
-    assert row["relative/floor"] == pytest.approx(records[4]["median_ms"] / records[7]["median_ms"])
-    assert row["autograd_logdet/relative"] == pytest.approx(records[6]["median_ms"] / records[4]["median_ms"])
+    at16 = {r["mode"]: r["median_ms"] for r in records if r["dim"] == 16}
+    assert row["relative/floor"] == pytest.approx(at16["relative"] / at16["no_logdet"])
+    assert row["autograd_logdet/relative"] == pytest.approx(at16["autograd_logdet"] / at16["relative"])
+    assert row["self_normalizing/relative"] == pytest.approx(at16["self_normalizing"] / at16["relative"])
+    assert row["lu/floor"] == pytest.approx(at16["lu"] / at16["no_logdet"])
 
 
 def test_budget_skips_instead_of_hanging():
@@ -49,9 +52,10 @@ def test_cli_writes_json_markdown_and_plot(tmp_path, capsys):
     result = json.loads((tmp_path / "bench.json").read_text())
     assert {"meta", "points", "ratios", "exponents", "overhead_exponents", "fit_min_dim"} <= result.keys()
     assert {"batch_size", "depth", "dtype", "device", "threads", "torch", "seconds"} <= result["meta"].keys()
-    assert len(result["points"]) == 8
+    assert len(result["points"]) == 2 * len(MODES)
     md = (tmp_path / "bench.md").read_text()
-    assert "| D | relative | euclidean | autograd_logdet | no_logdet |" in md and "relative/floor" in md
+    assert "| D | relative | euclidean | autograd_logdet | no_logdet | self_normalizing | lu |" in md
+    assert "relative/floor" in md and "self_normalizing/floor" in md
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "relative/floor" in capsys.readouterr().out
 
