@@ -74,9 +74,15 @@ def load_ica(
 
     if mixing not in MIXINGS:
         raise DatasetError(f"unknown ICA mixing {mixing!r}; choose one of: {', '.join(MIXINGS)}")
-    for key, value in (("dim", dim), ("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        if int(value) < 1:
-            raise DatasetError(f"data.{key} must be a positive integer, got {value}")
+    if int(dim) < 1:
+        raise DatasetError(f"data.dim must be a positive integer, got {dim}")
+    for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if int(value) < 2:
+            raise DatasetError(f"data.{key}={value} is not allowed: each split needs at least 2 rows (a mean and "
+                               "its standard error); use an integer ≥ 2")  # fmt: skip
+    if not 0 < alpha < 1:
+        raise DatasetError(f"data.alpha={alpha} is not allowed: the slope of the mixing network's smooth leaky-ReLU "
+                           "must lie strictly between 0 and 1")  # fmt: skip
     if mixing == "mlp" and mixing_depth < 1:
         raise DatasetError(f"data.mixing_depth must be ≥ 1, got {mixing_depth}")
     if not condition >= 1.0:

@@ -65,11 +65,31 @@ def _tail_split(data: np.ndarray, what: Path) -> tuple[np.ndarray, np.ndarray, n
     return rest[:-n_val], rest[-n_val:], test
 
 
+def _npy_dtype(path: Path) -> np.dtype | None:
+    """The dtype in a .npy file's header (None when the header cannot be read: np.load then says why)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return read(f)[2]
+    except (OSError, ValueError, EOFError):
+        return None
+
+
 def _load_npy(path: Path, n_cols: int, name: str) -> np.ndarray:
+    dtype = _npy_dtype(path)  # checked first: an object array cannot even be loaded without pickle
+    if dtype is not None and dtype.kind not in "iuf":  # complex, objects, strings, records: never cast to float
+        raise DatasetError(
+            f"{path} holds {dtype} values; the {name.upper()} file of the MAF archive holds real numbers (floats); "
+            f"{REFETCH}"
+        )
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DatasetError(f"{path} could not be read as a .npy array ({exc}); {REFETCH}") from None
+    if data.dtype.kind not in "iuf":
+        raise DatasetError(f"{path} holds {data.dtype} values; the {name.upper()} file of the MAF archive holds real "
+                           f"numbers (floats); {REFETCH}")  # fmt: skip
     if data.ndim != 2 or data.shape[1] != n_cols:
         raise DatasetError(
             f"{path} has shape {data.shape}; the {name.upper()} file of the MAF archive is N×{n_cols}; {REFETCH}"
@@ -238,8 +258,13 @@ def load_gas(root: str | Path) -> Dataset:
             f"{path} has no column(s) {', '.join(absent)} (columns: {', '.join(map(str, frame.columns))}); "
             f"the MAF GAS pickle has Time, Meth, Eth and 16 sensor columns; {REFETCH}"
         )
+    frame = frame.drop(columns=["Meth", "Eth", "Time"])
+    odd = [str(c) for c, t in frame.dtypes.items() if getattr(t, "kind", "O") == "c"]
+    if odd:  # complex columns: astype(float) would drop the imaginary parts silently
+        raise DatasetError(f"{path}: column(s) {', '.join(odd)} hold complex values; the MAF GAS sensor columns are "
+                           f"real numbers; {REFETCH}")  # fmt: skip
     try:
-        frame = frame.drop(columns=["Meth", "Eth", "Time"]).astype(np.float64)
+        frame = frame.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise DatasetError(f"{path}: the sensor columns are not all numeric ({exc}); {REFETCH}") from None
     dropped: list[str] = []
@@ -359,6 +384,12 @@ def load_bsds300(root: str | Path) -> Dataset:
             )
         splits = []
         for key in ("train", "validation", "test"):
+            kind = getattr(getattr(handle[key], "dtype", None), "kind", "?")
+            if kind not in "iuf":  # complex, strings, compounds, ...: never silently cast to float
+                raise DatasetError(
+                    f"{path}: dataset '{key}' holds {getattr(handle[key], 'dtype', 'non-array')} values; BSDS300 "
+                    f"patches are real numbers (floats), {REFETCH}"
+                )
             try:
                 array = np.asarray(handle[key], dtype=np.float32)
             except (OSError, ValueError, TypeError) as exc:  # damaged chunks, a non-numeric dataset, ...

@@ -95,8 +95,9 @@ def load_toy2d(
     if shape not in SHAPES:
         raise DatasetError(f"unknown toy2d shape {shape!r}; choose one of: {', '.join(SHAPES)}")
     for label, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        if int(value) < 1:
-            raise DatasetError(f"toy2d {label} must be at least 1, got {value}")
+        if int(value) < 2:
+            raise DatasetError(f"data.{label}={value} is not allowed: each toy2d split needs at least 2 rows (a mean "
+                               "and its standard error); use an integer ≥ 2")  # fmt: skip
     if not noise >= 0:
         raise DatasetError(f"toy2d noise must be ≥ 0, got {noise}")
     sample = SHAPES[shape]
