@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import statistics
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -207,8 +209,122 @@ def save_checkpoint(
         raise
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or is not one written by relgrad-train; the message names the file, what
+    is wrong and what to do, on one line."""
+
+
+RELGRAD_CHECKPOINT = "a checkpoints/last.pt or best.pt written by relgrad-train"
+DAMAGED = f"use an intact copy, or another checkpoint ({RELGRAD_CHECKPOINT[2:]})"
+FOREIGN = f"use {RELGRAD_CHECKPOINT}"
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """The one reader of checkpoints: ``torch.load(path, weights_only=True)`` (nothing in the file is executed),
+    and a check of what it holds — a dict with the ``model`` weights (name → tensor) and, where present, a ``flow``
+    (architecture), ``state`` (:class:`FitState` fields), ``generator`` (a generator state), ``optimizer`` and
+    ``schedule`` (state dicts) and ``extra`` (a dict) of the right kinds. Raises :class:`CheckpointError` (a
+    ValueError) with one line naming the file, what is wrong and what to do."""
+    path = Path(path)
+
+    def bad(problem: str, advice: str = FOREIGN) -> CheckpointError:
+        return CheckpointError(f"{path} {problem}; {advice}")
+
+    if not path.exists():
+        kind = "is a link to a missing file" if path.is_symlink() else "does not exist"
+        raise bad(kind, f"give the path of {RELGRAD_CHECKPOINT}")
+    if path.is_dir():
+        raise bad("is a folder, not a checkpoint file", f"give the path of {RELGRAD_CHECKPOINT}")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as err:
+        raise bad(f"cannot be read ({err.strerror or err})", "check its permissions") from None
+    if size == 0:
+        raise bad("is empty (0 bytes): its writing was cut short, or it was truncated", DAMAGED)
+    try:
+        with warnings.catch_warnings():  # e.g. about a pickle protocol: the error below says it all
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch reports a bad file in many ways: EOFError, UnpicklingError, RuntimeError, ...
+        text = " ".join(str(err).split())
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if unsafe:
+            raise bad(
+                f"holds Python objects ({unsafe.group(1)}) that torch loads only with weights_only=False, which can "
+                "run code from the file, so relgrad-train does not load it",
+                f"{FOREIGN} (or, if you trust the file, load it yourself and save {{'model': state_dict}})",
+            ) from None
+        if head.startswith(b"PK\x03\x04"):  # a zip archive, as torch.save writes: damaged inside
+            reason = text.split(". ")[0][:150] or type(err).__name__
+            raise bad(f"is a damaged PyTorch file ({reason})", DAMAGED) from None
+        try:
+            head.decode("utf-8")
+            what = "a text file"
+        except UnicodeDecodeError:
+            what = "unknown binary content"
+        raise bad(f"is not a PyTorch checkpoint ({what}, not a torch.save file): it is damaged or not a checkpoint",
+                  FOREIGN) from None  # fmt: skip
+    _check_payload(ck, bad)
+    return ck
+
+
+def _check_payload(ck: Any, bad: Any) -> None:
+    """Raise ``bad(problem, advice)`` unless ``ck`` has the shape :func:`save_checkpoint` writes."""
+    if not isinstance(ck, dict):
+        raise bad(f"holds a {type(ck).__name__}, not a relgrad-train checkpoint (a dict with a 'model' entry)")
+    model = ck.get("model")
+    if not isinstance(model, dict) or not model:
+        raise bad("has no 'model' entry (the weights)" if "model" not in ck else
+                  "has a 'model' entry that holds no weights")  # fmt: skip
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise bad("has a 'model' entry that is not a state dict (parameter names → tensors)")
+    for key in ("flow", "extra", "schedule", "optimizer", "state"):
+        if key in ck and not isinstance(ck[key], dict):
+            raise bad(f"has a '{key}' entry that is a {type(ck[key]).__name__}, not a dict", DAMAGED)
+    optimizer = ck.get("optimizer")
+    if optimizer is not None and not (isinstance(optimizer.get("state"), dict) and
+                                      isinstance(optimizer.get("param_groups"), list) and
+                                      all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                          for g in optimizer["param_groups"])):  # fmt: skip
+        raise bad("has an 'optimizer' entry that is not an optimizer state dict (state, param_groups)", DAMAGED)
+    if "generator" in ck:
+        g = ck["generator"]
+        try:
+            if not isinstance(g, torch.Tensor) or g.dtype != torch.uint8:
+                raise TypeError
+            torch.Generator().set_state(g)
+        except (TypeError, RuntimeError, ValueError):
+            raise bad("has a 'generator' entry that is not a random generator state", DAMAGED) from None
+    if "state" in ck:
+        problem = _state_problem(ck["state"])
+        if problem:
+            raise bad(f"has a damaged 'state' entry ({problem})", DAMAGED)
+
+
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,), "step": (int,), "best_epoch": (int,), "bad_evals": (int,), "epoch_step": (int,),
+    "best_val_ll": (float, int), "train_seconds": (float, int), "train_cpu_seconds": (float, int),
+    "step_ms": (list,), "step_cpu_ms": (list,), "stopped_early": (bool,), "stopped_by": (str,),
+    "epoch_rng": (torch.Tensor, type(None)),
+}  # fmt: skip
+
+
+def _state_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's ``state`` entry (the :class:`FitState` fields), or None."""
+    unknown = sorted(str(k) for k in state if k not in FitState.__dataclass_fields__)
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)}"
+    for key, value in state.items():
+        types = _STATE_TYPES.get(key)
+        if types is None:  # a field this table does not know: no check
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"{key} is a {type(value).__name__}"
+        if isinstance(value, int) and not isinstance(value, bool) and key != "best_val_ll" and value < 0:
+            return f"{key} is {value}"
+    return None
 
 
 @torch.no_grad()

@@ -45,14 +45,24 @@ def build_model(
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild any model from a ``relgrad-train`` checkpoint (``best.pt`` or ``last.pt``): its recorded
-    configuration (``flow`` entry) and weights, in the weights' dtype. Loaded with ``weights_only=True``."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("flow"), dict):
-        raise ValueError(f"{path} is not a relgrad-train checkpoint with the architecture recorded (no 'flow' entry)")
-    options = dict(ckpt["flow"])
+    configuration (``flow`` entry) and weights, in the weights' dtype. Read by :func:`relgrad_cli.fit.load_checkpoint`
+    (``weights_only=True``); any file it cannot rebuild a model from raises ValueError with one line naming the file,
+    what is wrong and what to do."""
+    from .fit import RELGRAD_CHECKPOINT, load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    options = dict(ckpt.get("flow") or {})
+    if "dim" not in options:
+        raise ValueError(f"{path} holds weights without the architecture (no 'flow' entry naming the model and its "
+                         f"dim), so the model cannot be rebuilt; use {RELGRAD_CHECKPOINT}")  # fmt: skip
     kind = options.pop("kind", "invertible_mlp")
     dim = options.pop("dim")
-    dtype = next(v.dtype for v in ckpt["model"].values() if v.is_floating_point())
-    model = build_model(kind, dim, dtype=dtype, device=map_location, **options)
-    model.load_state_dict(ckpt["model"])
+    dtype = next((v.dtype for v in ckpt["model"].values() if v.is_floating_point()), None)
+    try:
+        model = build_model(kind, dim, dtype=dtype, device=map_location, **options)
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, TypeError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: its recorded architecture and weights do not make a model of this version "
+                         f"({first}); use {RELGRAD_CHECKPOINT} by this version") from None  # fmt: skip
     return model

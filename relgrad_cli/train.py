@@ -10,7 +10,6 @@ torch and wandb are imported inside the task so ``--help`` and tab completion st
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import statistics
 import sys
@@ -47,7 +46,7 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
 
     from .data import DatasetError, load_dataset
     from .data.duplicates import DUPLICATE_KEYS, dataset_duplicates, distinct_test_mask, duplicates_warning
-    from .fit import FitState, fit, load_checkpoint, log_likelihoods, save_checkpoint
+    from .fit import CheckpointError, FitState, fit, load_checkpoint, log_likelihoods, save_checkpoint
     from .gaussian import fit_gaussian
     from .metrics import amari_distance, mean_and_2se_distinct, mean_corr_coef
     from .models import build_model
@@ -126,9 +125,13 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     if resume_from is not None:
         try:
             ck = load_checkpoint(resume_from)
+        except CheckpointError as err:
+            raise ConfigError(f"trainer.resume={t.resume}: {err}") from None
+        try:
             differing = _differing(ck.get("flow", {}), identity["flow"], "model")
             if "optimizer" in ck:  # a continued run: the data, gradient, dtype, ... too
-                saved = {k: v for k, v in ck.get("extra", {}).get("identity", {}).items() if k != "flow"}
+                recorded = ck.get("extra", {}).get("identity", {})
+                saved = {k: v for k, v in (recorded if isinstance(recorded, dict) else {}).items() if k != "flow"}
                 differing += _differing(saved, identity, "")
             if differing:
                 raise ConfigError(
@@ -137,9 +140,10 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
                     "weights in a new folder"
                 )
             flow.load_state_dict(ck["model"])
-        except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as err:
+        except (RuntimeError, KeyError, TypeError) as err:
             raise ConfigError(
-                f"trainer.resume={t.resume}: {resume_from} is not a checkpoint of this model ({err})"
+                f"trainer.resume={t.resume}: {resume_from} is not a checkpoint of this model ({_one_line(err)}); "
+                "resume with the model settings it was trained with, or start a new run in a new folder"
             ) from None
         full = "optimizer" in ck and "generator" in ck
         if not full and _inside(resume_from, ckpt_dir):  # a new run here would overwrite the run it comes from
@@ -148,10 +152,17 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
                 f"and this folder holds the run it comes from; give the new run its own folder (hydra.run.dir=...)"
             )
         if full:
-            optimizer.load_state_dict(ck["optimizer"])
-            generator.set_state(ck["generator"])
-            if "schedule" in ck:
-                schedule.load_state_dict(ck["schedule"])
+            try:
+                optimizer.load_state_dict(ck["optimizer"])
+                generator.set_state(ck["generator"])
+                if "schedule" in ck:
+                    schedule.load_state_dict(ck["schedule"])
+            except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as err:
+                raise ConfigError(
+                    f"trainer.resume={t.resume}: {resume_from} has optimizer or schedule state that does not fit "
+                    f"this model's optimizer ({_one_line(err)}); the file is damaged or from another run; resume "
+                    "from another checkpoint, or start a new run in a new folder"
+                ) from None
             _apply_optimizer_settings(optimizer, schedule, o, ck.get("extra", {}).get("lr"))
             state = FitState(**ck["state"])
             state.stopped_early = state.bad_evals > t.patience  # a larger patience continues an early-stopped run
@@ -394,6 +405,12 @@ def _resume_source(resume: str, run_dir: Path) -> Path | None:
     return source
 
 
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace runs joined), cut at ``limit`` characters."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` lies directly in ``folder`` (links resolved)."""
     return path.resolve().parent == folder.resolve()
@@ -487,7 +504,7 @@ def task(cfg: Any) -> float:
             print(f"relgrad-train: {err}; continue with trainer.resume=auto hydra.run.dir={err.path.parent.parent}",
                   file=sys.stderr)  # fmt: skip
             sys.exit(128 + err.signum)
-        user_errors = (*_user_error_types(), *((fit.DivergenceError,) if fit is not None else ()))
+        user_errors = (*_user_error_types(), *((fit.DivergenceError, fit.CheckpointError) if fit is not None else ()))
         if not isinstance(err, user_errors) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:

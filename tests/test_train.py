@@ -329,5 +329,5 @@ def test_resume_from_a_path(tmp_path):
                          *TINY]), run_dir=tmp_path / "c")  # fmt: skip
     assert warm["steps"] == 8 and warm["epochs"] == 1  # a new run: its own epoch count
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match="is not a checkpoint of this model"):
+    with pytest.raises(ConfigError, match=r"junk.pt is not a PyTorch checkpoint \(a text file"):
         run(make_cfg([f"trainer.resume={tmp_path / 'junk.pt'}", *TINY]), run_dir=tmp_path / "d")
