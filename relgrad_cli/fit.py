@@ -24,10 +24,11 @@ across resumes); the loop stops at the first step boundary past it, evaluates th
 any finished run (``stopped_by: budget``). Every run starts with a validation of the untrained model, so the curve
 begins at step 0 and the best checkpoint is never worse on validation than the start.
 
-Stopping on signals: SIGTERM and SIGUSR1 — and, inside a submitit job (hydra's submitit launchers), the signal
-submitit gets before the time limit (``JobEnvironment.USR_SIG``, SIGUSR2 by default) — make the loop write ``last.pt``
-at the next step boundary; then the signal goes on to the handler it displaced (submitit's requeues the job and
-exits), or, without one, :class:`Preempted` is raised.
+Stopping on signals: SIGTERM, SIGUSR1 and SIGINT (Ctrl-C) — and, inside a submitit job (hydra's submitit
+launchers), the signal submitit gets before the time limit (``JobEnvironment.USR_SIG``, SIGUSR2 by default) — make
+the loop write ``last.pt`` at the next step boundary; then the signal goes on to the handler it displaced
+(submitit's requeues the job and exits), or, without one, :class:`Preempted` is raised. A second SIGINT while the
+first is being handled raises KeyboardInterrupt at once (no checkpoint is written then).
 """
 
 from __future__ import annotations
@@ -116,11 +117,12 @@ def _submitit_signal() -> int | None:
 
 
 class _StopSignals:
-    """Record SIGTERM/SIGUSR1 (and submitit's before-timeout signal, see :func:`_submitit_signal`) while active
-    (main thread only) instead of dying; restores the old handlers, and :meth:`stop` hands the signal over to the
-    handler it displaced."""
+    """Record SIGTERM/SIGUSR1/SIGINT (and submitit's before-timeout signal, see :func:`_submitit_signal`) while
+    active (main thread only) instead of dying; restores the old handlers, and :meth:`stop` hands the signal over to
+    the handler it displaced (never Python's default SIGINT handler, which would only raise KeyboardInterrupt). A
+    SIGINT that arrives while a stop is already pending raises KeyboardInterrupt: a second Ctrl-C quits at once."""
 
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None), signal.SIGINT) if s)
 
     def __init__(self) -> None:
         self.received: int | None = None  # the signal to stop on: this process's, or (data parallel) another's
@@ -136,6 +138,8 @@ class _StopSignals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.received is not None:  # the second request to stop: now
+            raise KeyboardInterrupt
         self.received = self.own = signum
         self._frame = frame
 
@@ -165,7 +169,7 @@ class _StopSignals:
         previous = self._old.get(self.own) if self.own is not None else None
         frame, self._frame = self._frame, None
         self.__exit__()
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(self.own, frame)
         raise Preempted(self.signum, step, path)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -512,11 +513,29 @@ def task(cfg: Any) -> float:
             raise CompactHydraException(f"relgrad-train: error: {err}") from None
         print(f"relgrad-train: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled, or one before training
+        print(f"relgrad-train: {_interrupted_message()}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     finally:
         _leave_distributed()
     if "test_ll" in summary:
         print_summary(summary)
     return float(summary["best_val_ll"])
+
+
+def _interrupted_message() -> str:
+    """What an interrupted run (KeyboardInterrupt: no checkpoint written then) leaves, on one line."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return "interrupted; stopped at once, without writing a checkpoint"
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return "interrupted; stopped at once, before a checkpoint was written"
+    return (f"interrupted; stopped at once, without writing a checkpoint; the last one written is kept in {last}; "
+            f"continue with trainer.resume=auto hydra.run.dir={run_dir}")  # fmt: skip
 
 
 def _leave_distributed() -> None:
