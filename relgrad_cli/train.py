@@ -36,13 +36,75 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, DatasetError)
 
 
+class RunFolderInUse(ConfigError):
+    """Another process holds the run folder's lock (it is training there)."""
+
+
 def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; returns the summary (also written to ``summary.json``)."""
+    """Train and evaluate one configuration; returns the summary (also written to ``summary.json``).
+
+    The run folder is locked for the whole run (``<run_dir>/.lock``, by process 0 of a data-parallel job): a second
+    process on the same folder stops at once with :class:`RunFolderInUse` and writes nothing."""
     check_config(cfg)
+    group = None
+    if run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
+        if hc.mode == RunMode.MULTIRUN:
+            group = Path(hc.sweep.dir).name
+    run_dir = Path(run_dir)
+    lock = _lock_run_folder(run_dir)
+    try:
+        return _run(cfg, run_dir, group)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _is_main_process() -> bool:
+    """Process 0 of a data-parallel job (torchrun's RANK), or a job without one: the process that writes."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _lock_run_folder(run_dir: Path) -> Any:
+    """Take ``run_dir``'s lock (process 0 only; None in the others); :class:`RunFolderInUse` if it is held."""
+    from .files import FolderInUse, FolderLock
+
+    if not _is_main_process():
+        return None
+    try:
+        return FolderLock(run_dir).acquire()
+    except FolderInUse as err:
+        raise RunFolderInUse(folder_in_use_message(err)) from None
+
+
+def folder_in_use_message(err: Any) -> str:
+    """The one line for a run folder whose lock another process holds (a :class:`relgrad_cli.files.FolderInUse`)."""
+    pid = "unknown" if err.pid is None else err.pid
+    return (f"the run folder {err.folder} is in use by another relgrad-train process (PID {pid}); wait for it to "
+            "end, or give this run its own folder (hydra.run.dir=...)")  # fmt: skip
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Files a run stopped short may leave (the lock is held, so nobody writes there): the temporary files of
+    interrupted checkpoint and record writes, and a sweep job's ``error.txt`` from an earlier try."""
+    from .files import remove_orphan_temps
+
+    ckpt_dir = run_dir / "checkpoints"
+    for path in (ckpt_dir / "last.pt", ckpt_dir / "best.pt", run_dir / "summary.json", run_dir / "metrics.jsonl"):
+        remove_orphan_temps(path)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+
+
+ERROR_FILE = "error.txt"  # a failed sweep job's one-line reason, in its folder
+
+
+def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
     import numpy as np
     import torch
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from omegaconf import OmegaConf
 
     from .data import DatasetError, load_dataset
@@ -58,17 +120,12 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     m = cfg.model
     if m.prior != "auto" and m.prior not in prior_names():
         raise ConfigError(f"model.prior={m.prior!r} is not allowed: choose auto, {', '.join(prior_names())}")
-    group = None
-    if run_dir is None:
-        hc = HydraConfig.get()
-        run_dir = Path(hc.runtime.output_dir)
-        if hc.mode == RunMode.MULTIRUN:
-            group = Path(hc.sweep.dir).name
-    run_dir = Path(run_dir)
     t, o, m = cfg.trainer, cfg.optim, cfg.model
     gradient, step_rule = str(o.gradient.value), str(o.step.value)
     ckpt_dir = run_dir / "checkpoints"
     resume_from = _resume_source(t.resume, run_dir)
+    if _is_main_process():
+        _remove_leftovers(run_dir)
 
     # -- data -----------------------------------------------------------------------------------------------
     options = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in ("name", "root")}
@@ -76,6 +133,9 @@ def run(cfg: Any, run_dir: Path | None = None) -> dict[str, Any]:
     for split, arr in ds.splits().items():
         if arr.ndim != 2 or arr.shape[1] != ds.dim or arr.shape[0] == 0:
             raise DatasetError(f"{ds.name}: the {split} split has shape {arr.shape}, expected (N>0, {ds.dim})")
+        if arr.dtype.kind not in "iuf":
+            raise DatasetError(f"{ds.name}: the {split} split holds {arr.dtype} values; expected real numbers "
+                               "(integers or floats); check the files")  # fmt: skip
         if not np.isfinite(arr).all():
             raise DatasetError(f"{ds.name}: the {split} split contains NaN or infinite values; check the files")
     duplicates = dataset_duplicates(ds)
@@ -475,8 +535,9 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     if "true_test_ll" in s:
         print(
-            f"  true log-likelihood  {s['true_test_ll']:.4f} nats; gap {s['nll_gap_per_dim']:.4f} nats/dim;"
-            f" MCC {s['mcc']:.3f}" + (f"; Amari {s['amari']:.4f}" if s.get("amari") is not None else "")
+            f"  true log-likelihood  {s['true_test_ll']:.4f} nats; gap {s['nll_gap_per_dim']:.4f} nats/dim"
+            + (f"; MCC {s['mcc']:.3f}" if s.get("mcc") is not None else "")
+            + (f"; Amari {s['amari']:.4f}" if s.get("amari") is not None else "")
         )
     if s.get("gaussian_test_ll") is not None:
         gain = s["test_ll"] - s["gaussian_test_ll"]
@@ -509,7 +570,10 @@ def task(cfg: Any) -> float:
         if not isinstance(err, user_errors) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # the job fails and the sweep goes on; Hydra prints a compact exception as its message alone
+            # the job fails and the sweep goes on; Hydra prints a compact exception as its message alone. The
+            # reason stays in the job's folder (not in a folder another process holds: that one is not ours)
+            if not isinstance(err, RunFolderInUse):
+                _write_error(Path(HydraConfig.get().runtime.output_dir), str(err))
             raise CompactHydraException(f"relgrad-train: error: {err}") from None
         print(f"relgrad-train: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -521,6 +585,15 @@ def task(cfg: Any) -> float:
     if "test_ll" in summary:
         print_summary(summary)
     return float(summary["best_val_ll"])
+
+
+def _write_error(job_dir: Path, reason: str) -> None:
+    """A failed sweep job's one-line reason, in ``<job folder>/error.txt`` (best effort)."""
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / ERROR_FILE).write_text(reason + "\n")
+    except OSError:
+        pass
 
 
 def _interrupted_message() -> str:
@@ -563,9 +636,29 @@ def output_folder_problem(argv: list[str]) -> str | None:
     return None
 
 
+NOT_A_RUN = ("-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc",
+             "--shell-completion")  # fmt: skip
+
+
+def run_folder_in_use(argv: list[str]) -> str | None:
+    """The one-line error when ``hydra.run.dir=`` on the command line names a folder another process is training
+    in (its lock is held), else None. Checked before Hydra starts, which would otherwise write this run's
+    ``.hydra/`` files and log into that folder; :func:`run` takes the lock itself. Sweeps, interpolated folders
+    and the processes of a data-parallel job other than process 0 are left to :func:`run`."""
+    from .files import lock_holder
+
+    if not _is_main_process() or any(a in NOT_A_RUN or a.startswith(("--cfg=", "--info=")) for a in argv):
+        return None
+    targets = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if not targets or "${" in targets[-1]:
+        return None
+    held = lock_holder(Path(targets[-1]).expanduser().absolute())
+    return None if held is None else folder_in_use_message(held)
+
+
 def main() -> None:
     """Console-script entry point."""
-    problem = output_folder_problem(sys.argv[1:])
+    problem = output_folder_problem(sys.argv[1:]) or run_folder_in_use(sys.argv[1:])
     if problem is not None:
         print(f"relgrad-train: error: {problem}", file=sys.stderr)
         sys.exit(2)
