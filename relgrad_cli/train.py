@@ -442,28 +442,71 @@ def _resume_source(resume: str, run_dir: Path) -> Path | None:
     """The checkpoint that ``trainer.resume`` names (None: a new run), checked before any work is done.
 
     A new run, or one continued from another folder's checkpoint, refuses a run folder that already holds a run's
-    files: it would overwrite that run's checkpoints and records. (``auto`` in a folder that has records but no
-    ``last.pt`` yet — a run stopped before its first checkpoint — starts that run again.)"""
+    files: it would overwrite that run's checkpoints and records. ``auto`` continues from ``checkpoints/last.pt``,
+    starts a new run in a folder that holds nothing of a run (none of its files, or only an empty
+    ``metrics.jsonl``: a run stopped before its first checkpoint), and refuses a folder that holds a run but no
+    readable ``last.pt`` (deleted, a dangling link, a folder, empty) rather than start that run over."""
     ckpt_dir = run_dir / "checkpoints"
     if resume == "auto":
         last = ckpt_dir / "last.pt"
-        return last if last.is_file() else None
+        why = _unreadable(last)
+        if why is None:
+            return last  # what it holds is checked when it is read
+        if not _is_main_process():
+            return None
+        held = [name for name in RUN_FILES if _present(run_dir / name)]
+        if "metrics.jsonl" in held and (run_dir / "metrics.jsonl").is_file():
+            if (run_dir / "metrics.jsonl").stat().st_size == 0:  # opened, nothing recorded: no run yet
+                held.remove("metrics.jsonl")
+        if held:
+            best = ckpt_dir / "best.pt"
+            start = (f", from its best weights with trainer.resume={best}"
+                     if _unreadable(best) is None else "")  # fmt: skip
+            raise ConfigError(
+                f"the run folder {run_dir} holds a run ({', '.join(held)}) but no readable checkpoints/last.pt to "
+                f"continue from ({why}); trainer.resume=auto will not start it over: restore checkpoints/last.pt, "
+                f"or start a new run in another folder (hydra.run.dir=...){start}"
+            )
+        return None
     source = None
     if resume != "never":
         source = Path(resume)
         if not source.is_file():
-            raise ConfigError(f"trainer.resume={resume}: no such checkpoint file; use never, auto or a path")
+            what = "is a folder, not a checkpoint file" if source.is_dir() else "no such checkpoint file"
+            raise ConfigError(f"trainer.resume={resume}: {what}; use never, auto or the path of a checkpoint file")
     if source is not None and _inside(source, ckpt_dir):
         return source  # this folder's own checkpoint (run() refuses a weights-only one)
-    if os.environ.get("RANK", "0") != "0":  # data parallel: process 0 checks (and alone writes); the others may
+    if not _is_main_process():  # data parallel: process 0 checks (and alone writes); the others may
         return source  # look only after it has started writing, as nccl does not wait for them
-    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    held = [name for name in RUN_FILES if _present(run_dir / name)]
     if held:
         raise ConfigError(
             f"the run folder {run_dir} already holds a run ({', '.join(held)}); continue it with "
             "trainer.resume=auto, or give this run a new folder (hydra.run.dir=...)"
         )
     return source
+
+
+def _present(path: Path) -> bool:
+    """Whether anything is at ``path``: a file, a folder, or a link (even one to nothing)."""
+    return path.exists() or path.is_symlink()
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` is not a checkpoint file that can be opened (None: it is a non-empty readable file)."""
+    if not _present(path):
+        return "it is missing"
+    if not path.exists():
+        return f"it is a link to {os.readlink(path)}, which does not exist"
+    if path.is_dir():
+        return "it is a folder"
+    if not path.is_file():
+        return "it is not a regular file"
+    if path.stat().st_size == 0:
+        return "it is empty, 0 bytes"
+    if not os.access(path, os.R_OK):
+        return "it cannot be read: no permission"
+    return None
 
 
 def _one_line(err: BaseException, limit: int = 300) -> str:
