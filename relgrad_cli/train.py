@@ -124,6 +124,12 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
     gradient, step_rule = str(o.gradient.value), str(o.step.value)
     ckpt_dir = run_dir / "checkpoints"
     resume_from = _resume_source(t.resume, run_dir)
+    ck: dict[str, Any] = {}
+    if resume_from is not None:  # read (and checked) before any work
+        try:
+            ck = load_checkpoint(resume_from)
+        except CheckpointError as err:
+            raise ConfigError(f"trainer.resume={t.resume}: {err}") from None
     if _is_main_process():
         _remove_leftovers(run_dir)
 
@@ -184,10 +190,6 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
     state = FitState()
     continues_here = False  # continuing this folder's own run: keep its records and its W&B run
     if resume_from is not None:
-        try:
-            ck = load_checkpoint(resume_from)
-        except CheckpointError as err:
-            raise ConfigError(f"trainer.resume={t.resume}: {err}") from None
         try:
             differing = _differing(ck.get("flow", {}), identity["flow"], "model")
             if "optimizer" in ck:  # a continued run: the data, gradient, dtype, ... too
