@@ -88,7 +88,8 @@ def test_each_optimizer_trains_and_writes_the_run_folder(optim, tmp_path):
     flow = InvertibleMLP.from_checkpoint(tmp_path / "checkpoints" / "best.pt")  # the architecture is in the file
     assert flow.config() == {"dim": 4, "depth": 2, "alpha": 0.3, "bias": True, "prior": "laplace", "init": "orthogonal",
                              "activation": "slrelu", "final_activation": "none", "spline_bins": 8, "spline_bound": 5.0,
-                             "dense": "full", "gradient": cfg.optim.gradient.value}  # fmt: skip
+                             "dense": "full", "gradient": cfg.optim.gradient.value,
+                             "recon_weight": 1.0}  # fmt: skip
     assert flow.dtype == torch.float32
     ds = load_dataset("ica", tmp_path, dim=4, n_train=400, n_val=200, n_test=200)
     with torch.no_grad():
