@@ -123,3 +123,21 @@ def test_self_normalizing_trains_through_the_runner(tmp_path):
         with torch.no_grad():
             err = (layer.inverse_weight @ layer.weight - torch.eye(4, dtype=f64)).abs().max()
         assert float(err) < 0.1  # measured: 0.058 after 6 epochs
+
+
+def test_self_normalizing_gradient_follows_loss_scale():
+    """The Rᵀ and Wᵀ terms take their coefficient from autograd: (S·loss).backward() gives S times the gradient."""
+    flow = snf_flow()
+    x = torch.randn(7, 5, dtype=f64, generator=torch.Generator().manual_seed(4))
+    flow.training_loss(x).backward()
+    g1 = [p.grad.clone() for p in flow.parameters()]
+    flow.zero_grad()
+    (-3.5 * flow.training_loss(x)).backward()
+    for a, p in zip(g1, flow.parameters(), strict=True):
+        assert torch.allclose(p.grad, -3.5 * a, rtol=1e-12, atol=1e-14)
+
+
+def test_a_flow_without_learned_inverses_refuses_the_mode():
+    flow = InvertibleMLP(4, 2, dtype=f64)
+    with pytest.raises(ValueError, match="learned_inverse=True"):
+        flow.layers[0](torch.zeros(2, 4, dtype=f64), "self_normalizing")
