@@ -160,6 +160,11 @@ class InvertibleMLP(nn.Module):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if dtype in (torch.float16, torch.bfloat16):
+            raise ValueError(
+                f"{dtype} flows are not supported (log-determinants and LU factorisations need float32 or float64); "
+                "build the flow in float32 and train under torch.autocast for mixed precision"
+            )
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be an integer ≥ 1 (number of affine layers), got {depth!r}")
         if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
@@ -229,6 +234,10 @@ class InvertibleMLP(nn.Module):
             raise ValueError(
                 f"{what} must have shape (batch, {self.dim}) for this {self.dim}-dimensional flow, got {tuple(x.shape)}"
             )
+        if x.shape[0] == 0:
+            raise ValueError(f"{what} is an empty batch (0 rows); pass at least one row")
+        if x.is_complex():
+            raise ValueError(f"{what} is complex ({x.dtype}); the flow models real numbers")
         if not x.is_floating_point():
             x = x.to(self.dtype)
         if self.check_inputs and not _all_finite(x):
