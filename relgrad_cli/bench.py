@@ -120,6 +120,18 @@ def _step_timer(flows: dict[str, Any], x, training_loss, sync):
     return step
 
 
+def _extra_matrices(modes: list[str]) -> int:
+    """D×D matrices per layer beyond one flow's weights, gradients and Adam moments (see
+    :func:`relgrad_cli.optim.estimate_training_bytes`) for the flows ``modes`` train side by side: 4 per further
+    flow (its own weights, gradients and moments), 1 more for the temporary of an O(D³) mode, 4 for
+    self_normalizing's learned inverses."""
+    from .optim import CUBIC_MODES
+
+    families = {FAMILY.get(m, "dense") for m in modes}
+    extra = 4 * (len(families) - 1) + (1 if any(m in CUBIC_MODES for m in modes) else 0)
+    return extra + (4 if "self_normalizing" in families else 0)
+
+
 def run_benchmark(
     dims: list[int],
     modes: list[str],
@@ -138,7 +150,7 @@ def run_benchmark(
     import torch
 
     from .flow import InvertibleMLP, training_loss
-    from .optim import make_optimizer, resolve_device
+    from .optim import InsufficientMemory, check_training_memory, make_optimizer, resolve_device
 
     dev = resolve_device(device)
     dt = {"float32": torch.float32, "float64": torch.float64}[dtype]
@@ -146,6 +158,14 @@ def run_benchmark(
     last: dict[str, tuple[int, float]] = {}  # mode -> (D, median seconds) of its last measured point
     records: list[dict[str, Any]] = []
     for d in sorted(dims):
+        try:  # every family's flow and Adam state live at once: refuse a D that cannot fit before allocating
+            check_training_memory(d, depth, dtype, batch_size, dev, extra_matrices_per_layer=_extra_matrices(modes),
+                                  advice="lower --dims or --depth, or use a machine with more memory")  # fmt: skip
+        except InsufficientMemory as err:
+            records += [{"dim": d, "mode": m, "status": "skipped", "times_ms": [], "reason": str(err)} for m in modes]
+            if progress:
+                print(f"relgrad-bench: D={d} skipped: {err}", file=sys.stderr, flush=True)
+            continue
         torch.manual_seed(0)
         flows = {}
         for family in {FAMILY.get(m, "dense") for m in modes}:
@@ -274,6 +294,8 @@ def markdown(result: dict[str, Any]) -> str:
     over = ", ".join(f"{m} {e:.2f}" for m, e in result.get("overhead_exponents", {}).items() if math.isfinite(e))
     if over:
         lines += [f"Exponents of the log-det overhead (mode − {FLOOR}): {over}"]
+    refused = {r["dim"]: r["reason"] for r in records if "needs about" in str(r.get("reason", ""))}
+    lines += [f"D={d} skipped: {reason}" for d, reason in sorted(refused.items())]
     mem = [r for r in records if "peak_extra_dxd" in r]
     if mem:
         top = max(r["dim"] for r in mem)
@@ -309,7 +331,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"Training step, B={meta['batch_size']}, depth {meta['depth']}, {meta['dtype']}\n{meta['device_name']}"
     )
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title=f"slopes over D ≥ {result['fit_min_dim']}")
+    if ax.get_legend_handles_labels()[0]:  # nothing measured (every D skipped): no legend
+        ax.legend(title=f"slopes over D ≥ {result['fit_min_dim']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -183,3 +183,80 @@ class LRSchedule:
         for sched in (self.per_step, *getattr(self.per_step, "_schedulers", ())):
             if sched is not None:
                 sched.base_lrs = [lr * ratio for lr in sched.base_lrs]
+
+
+# ------------------------------------------------------------------------------------------ memory before allocating
+
+#: the gradient modes whose step builds a D×D temporary beside the weights (an inverse or a log-det's LU factors)
+CUBIC_MODES = ("euclidean", "autograd_logdet")
+
+
+def estimate_training_bytes(
+    dim: int, depth: int, dtype_bytes: int, batch_size: int, extra_matrices_per_layer: float = 0.0
+) -> int:
+    """Approximate bytes a dense flow of ``depth`` D×D layers needs to train with Adam: weights and biases, their
+    gradients and Adam's two moments (4 copies of the parameters), ``extra_matrices_per_layer`` D×D temporaries per
+    layer (1 for the O(D³) gradient modes: an inverse or LU factors; 4 for self_normalizing's learned inverses
+    with their gradients and Adam state), and the activations of one minibatch (a few B×D arrays per
+    layer). An estimate for refusing hopeless sizes early, not an allocator's exact count: element-wise splines,
+    allocator slack and the data set itself are not counted."""
+    params = depth * (dim * dim + dim)
+    matrices = 4 * params + extra_matrices_per_layer * depth * dim * dim
+    activations = 4 * (depth + 1) * batch_size * dim
+    return int((matrices + activations) * dtype_bytes)
+
+
+def available_memory_bytes(device: Any = "cpu") -> int | None:
+    """Bytes this process could still allocate on ``device``: CUDA's free memory (torch.cuda.mem_get_info), or on
+    the CPU the kernel's MemAvailable (/proc/meminfo; else free pages × page size). None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class InsufficientMemory(ValueError):
+    """A model that cannot fit in the memory available for training (the message is one line)."""
+
+
+def check_training_memory(
+    dim: int,
+    depth: int,
+    dtype: str,
+    batch_size: int,
+    device: Any = "cpu",
+    *,
+    extra_matrices_per_layer: float = 0.0,
+    advice: str = "lower data.dim or model.depth, or use a machine with more memory",
+) -> int:
+    """Raise :class:`InsufficientMemory` when :func:`estimate_training_bytes` exceeds the memory available on
+    ``device`` (unknown availability passes); returns the estimate."""
+    dtype_bytes = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}[str(dtype)]
+    need = estimate_training_bytes(dim, depth, dtype_bytes, batch_size, extra_matrices_per_layer)
+    have = available_memory_bytes(device)
+    if have is not None and need > have:
+        raise InsufficientMemory(
+            f"D={dim}, depth {depth}, {dtype} needs about {_gb(need)} GB for training (weights, gradients, Adam "
+            f"state), and this machine has {_gb(have)} GB available; {advice}"
+        )
+    return need
+
+
+def _gb(n: float) -> str:
+    g = n / 1e9
+    return f"{g:.0f}" if g >= 10 else f"{g:.1f}" if g >= 1 else f"{g:.2g}"

@@ -166,6 +166,7 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
     train, val, test = (torch.as_tensor(a, dtype=dtype).to(device) for a in (ds.train, ds.val, ds.test))
 
     arch = model_options(m, ds.truth.source if ds.truth is not None else None, gradient, o.recon_weight)
+    _check_memory(m.name, arch, ds.dim, t.dtype.value, min(t.batch_size, len(ds.train)), device)
     try:
         flow = build_model(m.name, ds.dim, **arch, dtype=dtype, device=device)
     except ValueError as err:
@@ -375,6 +376,22 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
         return summary
     finally:
         tracker.finish(exit_code)
+
+
+def _check_memory(name: str, arch: dict[str, Any], dim: int, dtype: str, batch_size: int, device: Any) -> None:
+    """Refuse a dense flow that cannot fit in the available memory before building it (one line, instead of dying
+    in the allocator); zuko's flows (no ``depth`` option) are not estimated."""
+    from .optim import CUBIC_MODES, InsufficientMemory, check_training_memory
+
+    if "depth" not in arch:
+        return
+    gradient = arch.get("gradient")
+    # self_normalizing's learned inverses: one more D×D matrix per layer, with its gradient and Adam state
+    extra = 1 if gradient in CUBIC_MODES else 4 if gradient == "self_normalizing" else 0
+    try:
+        check_training_memory(dim, int(arch["depth"]), dtype, batch_size, device, extra_matrices_per_layer=extra)
+    except InsufficientMemory as err:
+        raise ConfigError(f"model: {err}") from None
 
 
 def model_options(m: Any, ica_source: str | None, gradient: str, recon_weight: float = 1.0) -> dict[str, Any]:

@@ -77,3 +77,37 @@ def test_plan_repeats_fits_the_budget():
     assert plan_repeats(10.0, 2, 7, budget_s=60) == (1, 5)  # 1 warm-up + 5 repeats = 60 s
     assert plan_repeats(14.0, 2, 7, budget_s=60) == (1, MIN_REPEATS)  # 4 steps = 56 s
     assert plan_repeats(16.0, 2, 7, budget_s=60) is None  # 4 steps = 64 s: skip
+
+
+def test_a_dimension_that_cannot_fit_is_skipped_before_allocating(tmp_path, monkeypatch, capsys):
+    import relgrad_cli.optim as optim
+
+    # 1 GB available: D=8 fits, D=100000 (about 320 GB of weights, gradients and Adam state) does not
+    monkeypatch.setattr(optim, "available_memory_bytes", lambda device="cpu": 10**9)
+    assert main(["--dims", "8", "100000", "--modes", "relative", "no_logdet", "--repeats", "2", "--warmup", "1",
+                 "--no-memory", "--out", str(tmp_path)]) == 0  # fmt: skip
+    points = json.loads((tmp_path / "bench.json").read_text())["points"]
+    assert [(p["dim"], p["status"]) for p in points] == [(8, "ok"), (8, "ok"), (100000, "skipped"),
+                                                         (100000, "skipped")]  # fmt: skip
+    reason = points[-1]["reason"]
+    assert reason.startswith("D=100000, depth 2, float32 needs about ") and "GB available" in reason
+    assert "D=100000 skipped: D=100000, depth 2" in capsys.readouterr().err
+    assert "D=100000 skipped:" in (tmp_path / "bench.md").read_text()
+    # only D=100000 asked for: exits cleanly, nothing measured, the reason recorded
+    assert main(["--dims", "100000", "--modes", "relative", "--out", str(tmp_path / "only")]) == 0
+    (point,) = json.loads((tmp_path / "only" / "bench.json").read_text())["points"]
+    assert point["status"] == "skipped" and "needs about" in point["reason"]
+
+
+def test_training_memory_estimate(monkeypatch):
+    import relgrad_cli.optim as optim
+    from relgrad_cli.optim import InsufficientMemory, check_training_memory, estimate_training_bytes
+
+    # weights, gradients and two Adam moments of two 1000×1000 float32 layers: 32 MB, plus a minibatch's activations
+    base = estimate_training_bytes(1000, 2, 4, 100)
+    assert 32e6 < base < 40e6
+    assert estimate_training_bytes(1000, 2, 4, 100, extra_matrices_per_layer=1) == base + 2 * 1000 * 1000 * 4
+    monkeypatch.setattr(optim, "available_memory_bytes", lambda device="cpu": 10**9)
+    with pytest.raises(InsufficientMemory, match=r"^D=100000, depth 2, float32 needs about 320 GB .* has 1.0 GB"):
+        check_training_memory(100000, 2, "float32", 100, "cpu", advice="x")
+    assert check_training_memory(8, 2, "float32", 100, "cpu") > 0  # fits
