@@ -3,12 +3,16 @@
 ``relgrad-report sweep DIR...`` finds every job under the given folders (a folder with ``.hydra/``), reads its
 ``summary.json`` and ``.hydra/overrides.yaml``, works out which override keys vary across jobs (the swept keys),
 and writes ``sweep.md``, ``sweep.csv`` and ``sweep.png`` (a metric against the first numeric swept key, one line per
-combination of the others). Jobs without a summary (failed or still running) are listed as such; the report
-works on a partial sweep. No W&B account is involved.
+combination of the others). Jobs without a summary (failed or still running) are listed as such, a failed one
+with the reason from its ``error.txt``, and counted at the end; the report works on a partial sweep. A damaged
+``summary.json`` is named in a warning and read as missing, here and in every other command. No W&B account is
+involved.
 
 ``relgrad-report table DIR...`` puts the test log-likelihood of every run (``summary.json``: mean ± 2 s.e. in nats)
 beside the published numbers shipped in ``relgrad_cli/published.yaml`` (the relative-gradient paper's reference
-implementation and the MAF paper's baselines) → ``table.md``, ``table.csv``, ``published.csv``. Synthetic ICA has
+implementation and the MAF paper's baselines) → ``table.md``, ``table.csv``, ``published.csv``. Every swept
+override key (``.hydra/overrides.yaml``) gets a column, and the per-model rows keep configurations apart: only runs
+that differ in nothing but the seed share a cell (their mean, "mean of N seeds"). Synthetic ICA has
 no published numbers; when the folders hold ICA runs (data=ica), the table also gets the ``ica`` comparison below
 (relgrad beside FastICA on the same data) as its own section of ``table.md``, and ``ica.csv``. ``--wandb`` also
 logs the tables to an offline W&B run inside the output folder.
@@ -38,24 +42,69 @@ from typing import Any
 DEFAULT_COLUMNS = ("test_ll", "test_ll_2se", "best_val_ll", "median_step_ms", "train_seconds", "epochs")
 
 
-def find_jobs(dirs: list[Path]) -> list[dict[str, Any]]:
-    """One record per job folder: its path, overrides (key → value string), summary (or None)."""
+def warn(message: str) -> None:
+    print(f"relgrad-report: warning: {message}", file=sys.stderr)
+
+
+def read_summary(file: Path) -> dict[str, Any] | None:
+    """A run's ``summary.json`` as a mapping; None when there is none. A damaged one (not JSON, truncated, not a
+    mapping) is named in a warning on stderr and read as missing, so one bad folder does not stop a report."""
+    file = Path(file)
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        warn(f"{file} is not readable JSON ({err}); skipped")
+        return None
+    if not isinstance(data, dict):
+        warn(f"{file} is not readable JSON (a {type(data).__name__}, expected an object); skipped")
+        return None
+    return data
+
+
+def read_overrides(folder: Path) -> dict[str, str]:
+    """The command-line overrides of a run (``.hydra/overrides.yaml``, ``hydra.*`` left out): key → value string;
+    empty without the file (or with a damaged one, after a warning)."""
     import yaml
 
+    file = Path(folder) / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return {}
+    try:
+        items = yaml.safe_load(file.read_text()) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        warn(f"{file} is not readable YAML ({' '.join(str(err).split())}); its overrides are ignored")
+        return {}
+    overrides = {}
+    for item in items if isinstance(items, list) else []:
+        key, _, value = str(item).partition("=")
+        if not key.startswith("hydra."):
+            overrides[key.lstrip("+~")] = value
+    return overrides
+
+
+ERROR_FILE = "error.txt"  # a failed sweep job's one-line reason (written by relgrad_cli.train)
+
+
+def _error_reason(folder: Path) -> str | None:
+    try:
+        text = (Path(folder) / ERROR_FILE).read_text(errors="replace")
+    except OSError:
+        return None
+    return " ".join(text.split()) or None
+
+
+def find_jobs(dirs: list[Path]) -> list[dict[str, Any]]:
+    """One record per job folder: its path, overrides (key → value string), summary (or None) and, for a job that
+    failed, the reason its ``error.txt`` gives (else None)."""
     jobs = []
     for root in dirs:
         for hydra_dir in sorted(Path(root).rglob(".hydra")):
             job = hydra_dir.parent
-            overrides = {}
-            ov_file = hydra_dir / "overrides.yaml"
-            if ov_file.is_file():
-                for item in yaml.safe_load(ov_file.read_text()) or []:
-                    key, _, value = str(item).partition("=")
-                    if not key.startswith("hydra."):
-                        overrides[key.lstrip("+~")] = value
-            summary_file = job / "summary.json"
-            summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-            jobs.append({"path": job, "overrides": overrides, "summary": summary})
+            summary = read_summary(job / "summary.json")
+            error = _error_reason(job) if summary is None else None
+            jobs.append({"path": job, "overrides": read_overrides(job), "summary": summary, "error": error})
     return jobs
 
 
@@ -88,9 +137,24 @@ def sweep_table(jobs: list[dict[str, Any]], columns: list[str]) -> tuple[list[st
     rows = []
     for job in sorted(jobs, key=lambda j: tuple(_sort_key(j["overrides"].get(k)) for k in keys)):
         s = job["summary"]
-        rows.append([*(job["overrides"].get(k, "") for k in keys), "ok" if s else "no summary (failed?)",
+        rows.append([*(job["overrides"].get(k, "") for k in keys), _status(job),
                      *((s or {}).get(c) for c in columns), str(job["path"])])  # fmt: skip
     return header, rows
+
+
+def _status(job: dict[str, Any]) -> str:
+    if job["summary"] is not None:
+        return "ok"
+    if job.get("error"):
+        return f"failed: {job['error']}"
+    return "no summary (failed?)"
+
+
+def numeric_summary_keys(jobs: list[dict[str, Any]]) -> list[str]:
+    """The summary keys that hold a number in at least one job (what ``--metric`` can plot)."""
+    keys = {k for j in jobs if j["summary"] for k, v in j["summary"].items()
+            if not isinstance(v, bool) and _number(v) is not None}  # fmt: skip
+    return sorted(keys)
 
 
 def _fmt(v: Any) -> str:
@@ -157,17 +221,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not jobs:
         raise ReportError(f"no run folders (folders with .hydra/) under {', '.join(map(str, args.dirs))}")
     columns = args.columns or list(DEFAULT_COLUMNS)
-    header, rows = sweep_table(jobs, columns)
     out = args.out or args.dirs[0]
+    plot = out / "sweep.png"
+    available = numeric_summary_keys(jobs)
+    if available and args.metric not in available:
+        plot.unlink(missing_ok=True)  # an old plot must not pass for this report's
+        raise ReportError(f"--metric {args.metric}: no finished job has a numeric {args.metric!r} in summary.json; "
+                          f"choose one of: {', '.join(available)}")  # fmt: skip
+    header, rows = sweep_table(jobs, columns)
     out.mkdir(parents=True, exist_ok=True)
     md = to_markdown(header, rows)
     (out / "sweep.md").write_text(md)
     (out / "sweep.csv").write_text(to_csv(header, rows))
-    plotted = sweep_plot(jobs, args.metric, out / "sweep.png")
+    plot.unlink(missing_ok=True)
+    plotted = sweep_plot(jobs, args.metric, plot)
     print(md)
-    failed = sum(1 for j in jobs if j["summary"] is None)
-    print(f"{len(jobs)} jobs ({failed} without summary); wrote {out / 'sweep.md'}, sweep.csv"
-          + (", sweep.png" if plotted else ""))  # fmt: skip
+    failed = [j for j in jobs if j["summary"] is None]
+    explained = sum(1 for j in failed if j.get("error"))
+    print(f"{len(jobs)} jobs; wrote {out / 'sweep.md'}, sweep.csv" + (", sweep.png" if plotted else ""))
+    print(f"{len(failed)} of {len(jobs)} jobs failed or unfinished (no summary.json)"
+          + (f"; {explained} with a reason in {ERROR_FILE}" if failed else ""))  # fmt: skip
     return 0
 
 
@@ -241,11 +314,8 @@ def find_runs(dirs: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
     found: dict[Path, dict[str, Any]] = {}
     for root in dirs:
         for file in sorted(Path(root).rglob("summary.json")):
-            try:
-                summary = json.loads(file.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise ReportError(f"{file} is not readable JSON ({err}); delete the run folder or re-run it") from None
-            if isinstance(summary, dict) and "test_ll" in summary:
+            summary = read_summary(file)
+            if summary is not None and "test_ll" in summary:
                 found[file.parent.resolve()] = summary
     return sorted(found.items())
 
@@ -286,9 +356,35 @@ TABLE_COLUMNS = [
 ]  # fmt: skip
 
 
-def _run_order(run: tuple[Path, dict[str, Any]]) -> tuple:
-    s = run[1]
-    return (str(s.get("dataset")), str(s.get("optim")), _sort_key(s.get("seed")), str(run[0]))
+# Override keys the tables already show otherwise: the data set is the table's columns, the optim preset labels the
+# row, and seeds are what a group averages over.
+SHOWN_KEYS = ("data", "optim", "seed")
+# Summary fields that tell configurations apart even when the runs have no .hydra/overrides.yaml to say so.
+CONFIG_FIELDS = ("dim", "model", "depth", "step_rule", "lr", "batch_size", "dtype", "prior", "activation")
+
+
+def run_settings(runs: list[tuple[Path, dict[str, Any]]]) -> tuple[list[str], dict[Path, dict[str, str]]]:
+    """(the swept override keys, each run's overrides): the keys of ``.hydra/overrides.yaml`` whose value differs
+    between the runs, except those in :data:`SHOWN_KEYS`. Runs may be averaged only when identical in all of them."""
+    settings = {folder: read_overrides(folder) for folder, _ in runs}
+    keys: list[str] = []
+    for overrides in settings.values():
+        keys += [k for k in overrides if k not in keys and k not in SHOWN_KEYS]
+    swept = [k for k in keys if len({o.get(k) for o in settings.values()}) > 1]
+    return swept, settings
+
+
+def _ordered(
+    runs: list[tuple[Path, dict[str, Any]]], swept: list[str], settings: dict[Path, dict[str, str]]
+) -> list[tuple[Path, dict[str, Any]]]:
+    """Runs by data set, optim, the swept values, seed, folder."""
+
+    def order(run: tuple[Path, dict[str, Any]]) -> tuple:
+        folder, s = run
+        values = tuple(_sort_key(settings[folder].get(k, "")) for k in swept)
+        return (str(s.get("dataset")), str(s.get("optim")), values, _sort_key(s.get("seed")), str(folder))
+
+    return sorted(runs, key=order)
 
 
 def results_table(
@@ -298,14 +394,17 @@ def results_table(
     one column per published baseline (``<key>_ll``)."""
     reference, baselines = _published_models(published)
     ref_results = (reference or {}).get("results", {})
-    header = TABLE_COLUMNS + [f"{m['key']}_ll" for m in baselines]
+    swept, settings = run_settings(runs)
+    at = TABLE_COLUMNS.index("seed")
+    header = TABLE_COLUMNS[:at] + swept + TABLE_COLUMNS[at:] + [f"{m['key']}_ll" for m in baselines]
     rows = []
-    for folder, s in sorted(runs, key=_run_order):
+    for folder, s in _ordered(runs, swept, settings):
         ref = ref_results.get(s.get("dataset"), {})
         ours, ref_ll = _number(s.get("test_ll")), _number(ref.get("ll"))
         delta = ours - ref_ll if ours is not None and ref_ll is not None else None
         rows.append([
-            s.get("dataset"), s.get("optim"), s.get("gradient"), s.get("step_rule"), s.get("seed"), ours,
+            s.get("dataset"), s.get("optim"), s.get("gradient"), s.get("step_rule"),
+            *(settings[folder].get(k, "") for k in swept), s.get("seed"), ours,
             _number(s.get("test_ll_2se")), _number(s.get("gaussian_test_ll")), _number(s.get("bits_per_dim")),
             _number(s.get("train_seconds")),
             s.get("epochs"), s.get("best_epoch"), ref_ll, _number(ref.get("pm")), delta, str(folder),
@@ -334,15 +433,16 @@ def table_markdown(
     then ``ica_section`` (the synthetic-ICA comparison with FastICA, see :func:`ica_markdown`) when given."""
     reference, baselines = _published_models(published)
     ref_results = (reference or {}).get("results", {})
+    swept, settings = run_settings(runs)
     lines = [
         "## Test log-likelihood (nats per example, mean ± 2 s.e.)",
         "",
-        "| dataset | optim | gradient | seed | ours | Gaussian (same data) | reference impl. | ours − ref. | bits/dim "
-        "| train s | epochs |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset | optim | gradient | " + "".join(f"{k} | " for k in swept) + "seed | ours | Gaussian (same data) "
+        "| reference impl. | ours − ref. | bits/dim | train s | epochs |",
+        "|---|---|---|" + "---|" * len(swept) + "---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    ordered = sorted(runs, key=_run_order)
-    for _, s in ordered:
+    ordered = _ordered(runs, swept, settings)
+    for folder, s in ordered:
         ref = ref_results.get(s.get("dataset"), {})
         d = _digits(s.get("test_ll"), ref.get("ll"))
         ours, ref_ll = _number(s.get("test_ll")), _number(ref.get("ll"))
@@ -350,7 +450,9 @@ def table_markdown(
         bpd = _number(s.get("bits_per_dim"))
         secs = _number(s.get("train_seconds"))
         lines.append(
-            f"| {s.get('dataset')} | {s.get('optim')} | {s.get('gradient')} | {s.get('seed')} "
+            f"| {s.get('dataset')} | {s.get('optim')} | {s.get('gradient')} | "
+            + "".join(f"{settings[folder].get(k, '–') or '–'} | " for k in swept)
+            + f"{s.get('seed')} "
             f"| {_pm(ours, s.get('test_ll_2se'), d)} | {_pm(s.get('gaussian_test_ll'), None, d)} "
             f"| {_pm(ref_ll, ref.get('pm'), d)} | {delta} "
             f"| {f'{bpd:.3f}' if bpd is not None else '–'} | {_secs(secs)} "
@@ -359,11 +461,35 @@ def table_markdown(
     datasets = sorted({str(s.get("dataset")) for _, s in runs})
     lines += ["", "## Beside the published models (nats per example; published ± as printed by the source)", "",
               "| model | " + " | ".join(datasets) + " |", "|---|" + "---:|" * len(datasets)]  # fmt: skip
-    groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
-    for _, s in ordered:
-        by_dataset = groups.setdefault((str(s.get("optim")), str(s.get("gradient"))), {})
-        by_dataset.setdefault(str(s.get("dataset")), []).append(s)
-    for (optim, gradient), by_dataset in sorted(groups.items()):
+
+    # One row per configuration: runs are averaged only when they differ in nothing but the seed (every swept
+    # override key the same, and every configuration field of the summary that differs between runs on one data set:
+    # what tells runs apart when they have no overrides.yaml; fields that differ only across data sets, like dim,
+    # belong to the data set).
+    def base_of(folder: Path, s: dict[str, Any]) -> tuple:
+        return str(s.get("optim")), str(s.get("gradient")), tuple(settings[folder].get(k, "") for k in swept)
+
+    within: dict[tuple, set[tuple]] = {}
+    for folder, s in ordered:
+        within.setdefault((base_of(folder, s), str(s.get("dataset"))), set()).add(
+            tuple(str(s.get(f)) for f in CONFIG_FIELDS)
+        )
+    varying: dict[tuple, set[str]] = {}
+    for (base, _), configs in within.items():
+        varying.setdefault(base, set()).update(
+            f for i, f in enumerate(CONFIG_FIELDS) if len({c[i] for c in configs}) > 1
+        )
+    groups: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
+    for folder, s in ordered:
+        base = base_of(folder, s)
+        told = tuple((f, str(s.get(f))) for f in CONFIG_FIELDS if f in varying[base])
+        groups.setdefault((*base, told), {}).setdefault(str(s.get("dataset")), []).append(s)
+    for (optim, gradient, values, told), by_dataset in sorted(
+        groups.items(),
+        key=lambda g: (g[0][:2], tuple(_sort_key(v) for v in g[0][2]), tuple(_sort_key(v) for _, v in g[0][3])),
+    ):
+        details = [str(gradient)] + [f"{k}={v or 'default'}" for k, v in zip(swept, values, strict=True)]
+        details += [f"{f}={v}" for f, v in told]
         cells = []
         for ds in datasets:
             got = by_dataset.get(ds, [])
@@ -373,8 +499,10 @@ def table_markdown(
                 cells.append(_pm(got[0].get("test_ll"), got[0].get("test_ll_2se"), _digits(got[0].get("test_ll"))))
             else:
                 mean = _mean([float(g["test_ll"]) for g in got])
-                cells.append(f"{mean:.{_digits(mean)}f} (mean of {len(got)})")
-        lines.append(f"| **ours: {optim}** ({gradient}) | " + " | ".join(cells) + " |")
+                seeds = len({str(g.get("seed")) for g in got})
+                what = f"{len(got)} seeds" if seeds == len(got) else f"{len(got)} runs, {seeds} seeds"
+                cells.append(f"{mean:.{_digits(mean)}f} (mean of {what})")
+        lines.append(f"| **ours: {optim}** ({', '.join(details)}) | " + " | ".join(cells) + " |")
     for m in ([reference] if reference else []) + baselines:
         res = m.get("results", {})
         if not any(ds in res for ds in datasets):
@@ -498,8 +626,7 @@ def load_curves(dirs: list[Path]) -> list[dict[str, Any]]:
                 records.append(rec)
         if not points:
             continue
-        summary_file = folder / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        summary = read_summary(folder / "summary.json") or {}
         cfg = _read_config(folder) or {}
         optim = cfg.get("optim", {})
         data = cfg.get("data", {})
