@@ -135,6 +135,16 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
 
     # -- data -----------------------------------------------------------------------------------------------
     options = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in ("name", "root")}
+    if isinstance(options.get("dim"), int):  # synthetic data: the size is known before generating (D×D) anything
+        source = options.get("source") if cfg.data.name == "ica" else None
+        batch = min(t.batch_size, options.get("n_train") or t.batch_size)
+        try:
+            early_device = resolve_device(t.device)
+        except (ValueError, RuntimeError):
+            early_device = None  # reported below, where the device is chosen
+        if early_device is not None:
+            arch = model_options(m, source, gradient, o.recon_weight)
+            _check_memory(m.name, arch, options["dim"], t.dtype.value, batch, early_device)
     ds = load_dataset(cfg.data.name, cfg.data.root, **options)
     for split, arr in ds.splits().items():
         if arr.ndim != 2 or arr.shape[1] != ds.dim or arr.shape[0] == 0:

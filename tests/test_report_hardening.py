@@ -114,16 +114,27 @@ def test_sweep_lists_failed_jobs_with_their_reason(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- memory before model
 
 
-def test_run_refuses_a_model_that_does_not_fit_before_building_it(tmp_path, monkeypatch):
+def _refuse_building(monkeypatch, available: int) -> None:
     import relgrad_cli.models
     import relgrad_cli.optim
 
-    monkeypatch.setattr(relgrad_cli.optim, "available_memory_bytes", lambda device="cpu": 10**6)
+    monkeypatch.setattr(relgrad_cli.optim, "available_memory_bytes", lambda device="cpu": available)
 
     def no_build(*args, **kwargs):
         raise AssertionError("the model was built")
 
     monkeypatch.setattr(relgrad_cli.models, "build_model", no_build)
+
+
+def test_run_refuses_a_synthetic_model_that_does_not_fit_before_generating_the_data(tmp_path, monkeypatch):
+    import relgrad_cli.data
+
+    _refuse_building(monkeypatch, 10**6)
+
+    def no_data(*args, **kwargs):  # generating ICA data builds a D×D mixing flow: refused before that too
+        raise AssertionError("the data were generated")
+
+    monkeypatch.setattr(relgrad_cli.data, "load_dataset", no_data)
     cfg = make_cfg(["experiment=ica_linear", "data.dim=300", "data.n_train=200", "data.n_val=50", "data.n_test=50",
                     "logger=none", "trainer.progress=false"])  # fmt: skip
     from relgrad_cli.train import run
@@ -137,3 +148,16 @@ def test_run_refuses_a_model_that_does_not_fit_before_building_it(tmp_path, monk
     )
     assert message.endswith("lower data.dim or model.depth, or use a machine with more memory")
     assert "\n" not in message
+
+
+def test_run_refuses_a_model_too_large_for_a_data_file_before_building_it(tmp_path, monkeypatch):
+    from test_train import _write_dataset
+
+    from relgrad_cli.train import run
+
+    root = tmp_path / "data"
+    extra = _write_dataset("power", root)
+    _refuse_building(monkeypatch, 1000)
+    cfg = make_cfg(["experiment=paper_power", f"data.root={root}", *extra, "logger=none", "trainer.progress=false"])
+    with pytest.raises(ConfigError, match=r"^model: D=\d+, depth \d+, float32 needs about .* GB available; lower "):
+        run(cfg, run_dir=tmp_path / "run")
