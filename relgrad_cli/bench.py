@@ -286,11 +286,12 @@ def markdown(result: dict[str, Any]) -> str:
         "lu/relative",
     )
     keys = [k for k in wanted if any(k in row for row in result["ratios"])]
-    lines += ["", "| D | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
-    for row in result["ratios"]:
-        lines.append(f"| {row['dim']} | " + " | ".join(f"{row[k]:.2f}" if k in row else "–" for k in keys) + " |")
+    if keys:  # none when nothing was measured (every point skipped)
+        lines += ["", "| D | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
+        for row in result["ratios"]:
+            lines.append(f"| {row['dim']} | " + " | ".join(f"{row[k]:.2f}" if k in row else "–" for k in keys) + " |")
     exps = ", ".join(f"{m} {e:.2f}" for m, e in result["exponents"].items() if math.isfinite(e))
-    lines += ["", f"Fitted exponents (time ∝ D^k, D ≥ {result['fit_min_dim']}): {exps}"]
+    lines += ["", f"Fitted exponents (time ∝ D^k, D ≥ {result['fit_min_dim']}): {exps or 'none (too few points)'}"]
     over = ", ".join(f"{m} {e:.2f}" for m, e in result.get("overhead_exponents", {}).items() if math.isfinite(e))
     if over:
         lines += [f"Exponents of the log-det overhead (mode − {FLOOR}): {over}"]

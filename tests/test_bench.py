@@ -97,6 +97,8 @@ def test_a_dimension_that_cannot_fit_is_skipped_before_allocating(tmp_path, monk
     assert main(["--dims", "100000", "--modes", "relative", "--out", str(tmp_path / "only")]) == 0
     (point,) = json.loads((tmp_path / "only" / "bench.json").read_text())["points"]
     assert point["status"] == "skipped" and "needs about" in point["reason"]
+    md = (tmp_path / "only" / "bench.md").read_text()
+    assert "| D |  |" not in md and "Fitted exponents (time ∝ D^k, D ≥ 1024): none (too few points)" in md
 
 
 def test_training_memory_estimate(monkeypatch):
