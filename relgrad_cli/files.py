@@ -8,6 +8,44 @@ import time
 from pathlib import Path
 
 
+class DiskFullError(OSError):
+    """A file could not be written because its device is full; the message names the file, the bytes needed and
+    the bytes free, on one line."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def raise_if_disk_full(err: BaseException, path: Path, needed: int) -> None:
+    """Raise :class:`DiskFullError` when ``err`` (from writing ``path``) means that its device is full: ENOSPC, or
+    a failed write (torch's zip writer reports one as a RuntimeError) while less than ``needed`` bytes are free."""
+    import errno
+    import shutil
+
+    path = Path(path)
+    if not isinstance(err, (OSError, RuntimeError)):
+        return
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or free < needed:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on the device to write {path}: it needs about {_size(needed)} and {path.parent} has "
+            f"{_size(free)} free; free some space there, or choose another hydra.run.dir (the previous version of "
+            "the file, if any, is kept)",
+        ) from None
+
+
 def atomic_temp(path: Path) -> Path:
     """A new empty temporary file beside ``path`` (same folder, so a rename onto ``path`` is atomic), with the
     permissions a plain ``open(path, "w")`` would give (mkstemp's are owner-only)."""

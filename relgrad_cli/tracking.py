@@ -13,19 +13,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_temp
+from .files import atomic_temp, raise_if_disk_full
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to a temporary file in the same folder, then rename it into place."""
     tmp = atomic_temp(path)
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n"
     try:
         with open(tmp, "w") as f:
-            json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        raise_if_disk_full(err, path, len(text.encode()))
         raise
 
 
@@ -161,7 +162,12 @@ class Tracker:
 
     def log(self, record: dict[str, Any]) -> None:
         """One JSON line; W&B gets the numeric fields under ``<split>/<key>`` at the record's step."""
-        self._metrics.write(json.dumps(_jsonable(record)) + "\n")
+        line = json.dumps(_jsonable(record)) + "\n"
+        try:
+            self._metrics.write(line)
+        except OSError as err:
+            raise_if_disk_full(err, self.run_dir / "metrics.jsonl", len(line.encode()))
+            raise
         if self.wandb_run is not None:
             split = record.get("split", "train")
             data = {

@@ -32,8 +32,9 @@ def conf_path() -> str:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from .data.base import DatasetError
+    from .files import DiskFullError
 
-    return (ConfigError, DatasetError)
+    return (ConfigError, DatasetError, DiskFullError)
 
 
 class RunFolderInUse(ConfigError):
@@ -109,7 +110,7 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
 
     from .data import DatasetError, load_dataset
     from .data.duplicates import DUPLICATE_KEYS, dataset_duplicates, distinct_test_mask, duplicates_warning
-    from .fit import CheckpointError, FitState, fit, load_checkpoint, log_likelihoods, save_checkpoint
+    from .fit import CheckpointError, FitState, fit, load_checkpoint, log_likelihoods, save_checkpoint, state_from_entry
     from .gaussian import fit_gaussian
     from .metrics import amari_distance, mean_and_2se_distinct, mean_corr_coef
     from .models import build_model
@@ -238,7 +239,7 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
                     "from another checkpoint, or start a new run in a new folder"
                 ) from None
             _apply_optimizer_settings(optimizer, schedule, o, ck.get("extra", {}).get("lr"))
-            state = FitState(**ck["state"])
+            state = state_from_entry(ck["state"])
             state.stopped_early = state.bad_evals > t.patience  # a larger patience continues an early-stopped run
             continues_here = _inside(resume_from, ckpt_dir)
             best_src = resume_from.parent / "best.pt"

@@ -261,3 +261,50 @@ def test_summary_lines_of_a_model_without_latent_sources(capsys):
     print_summary(s)
     out = capsys.readouterr().out
     assert "gap 0.0250 nats/dim\n" in out and "MCC" not in out
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_bytes(tmp_path):
+    """A run folder on a 256 KB tmpfs: last.pt (weights, Adam state) does not fit. Needs root to mount."""
+    import shutil
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        bin_dir = Path(sys.executable).parent
+        res = subprocess.run(
+            [str(bin_dir / "relgrad-train"), "data.dim=128", "data.n_train=400", "data.n_val=100", "data.n_test=100",
+             "trainer.max_epochs=2", "logger=none", "trainer.progress=false", f"hydra.run.dir={mount / 'run'}"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("relgrad-train:")]
+    assert "no space left on the device to write" in line and "last.pt: it needs about" in line
+    assert "KB free" in line or "bytes free" in line
+
+
+def test_disk_full_is_recognised_from_torch_writer_errors(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from relgrad_cli.files import DiskFullError, raise_if_disk_full
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(DiskFullError, match=r"needs about 1\.0 KB and .* has 100 bytes free"):
+        raise_if_disk_full(
+            RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos"), tmp_path / "x", 1024
+        )
+    with pytest.raises(DiskFullError):
+        raise_if_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path / "x", 10)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))
+    raise_if_disk_full(RuntimeError("something else"), tmp_path / "x", 1024)  # not a full disk: no DiskFullError
