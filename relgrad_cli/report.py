@@ -365,12 +365,17 @@ CONFIG_FIELDS = ("dim", "model", "depth", "step_rule", "lr", "batch_size", "dtyp
 
 def run_settings(runs: list[tuple[Path, dict[str, Any]]]) -> tuple[list[str], dict[Path, dict[str, str]]]:
     """(the swept override keys, each run's overrides): the keys of ``.hydra/overrides.yaml`` whose value differs
-    between the runs, except those in :data:`SHOWN_KEYS`. Runs may be averaged only when identical in all of them."""
+    between runs on the same data set, except those in :data:`SHOWN_KEYS` (a key that only follows the data set,
+    such as paper_all's per-dataset experiment, says nothing the dataset column does not). Runs may be averaged
+    only when identical in all of them."""
     settings = {folder: read_overrides(folder) for folder, _ in runs}
     keys: list[str] = []
     for overrides in settings.values():
         keys += [k for k in overrides if k not in keys and k not in SHOWN_KEYS]
-    swept = [k for k in keys if len({o.get(k) for o in settings.values()}) > 1]
+    by_dataset: dict[str, list[dict[str, str]]] = {}
+    for folder, summary in runs:
+        by_dataset.setdefault(str(summary.get("dataset")), []).append(settings[folder])
+    swept = [k for k in keys if any(len({o.get(k) for o in group}) > 1 for group in by_dataset.values())]
     return swept, settings
 
 
