@@ -101,6 +101,25 @@ def _remove_leftovers(run_dir: Path) -> None:
 
 
 ERROR_FILE = "error.txt"  # a failed sweep job's one-line reason, in its folder
+HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
+
+
+def _keep_configurations(run_dir: Path, continued_at: int | None) -> None:
+    """Hydra rewrites ``.hydra/`` whenever a command starts in the folder. A new run copies it to
+    ``.hydra/original/``; a continuation (``continued_at``: the checkpoint's step) copies the continuing command's
+    files to ``.hydra/continued/step-<N>-*.yaml``, so the first run's configuration and every continuation's
+    overrides are kept side by side."""
+    hydra_dir = run_dir / ".hydra"
+    if not (hydra_dir / "config.yaml").is_file():
+        return  # not started through Hydra's command line (the Python API)
+    if continued_at is None:
+        target, prefix = hydra_dir / "original", ""
+    else:
+        target, prefix = hydra_dir / "continued", f"step-{continued_at}-"
+    target.mkdir(exist_ok=True)
+    for name in HYDRA_FILES:
+        if (hydra_dir / name).is_file():
+            shutil.copyfile(hydra_dir / name, target / f"{prefix}{name}")
 
 
 def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
@@ -249,6 +268,9 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
             print(f"resuming from {resume_from} at epoch {state.epoch}, step {state.step}")
         else:  # a weights-only checkpoint (best.pt): a new run that starts from these weights
             print(f"starting from the weights in {resume_from} (no optimizer state in it: a new run from there)")
+
+    if dist.main:
+        _keep_configurations(run_dir, state.step if continues_here else None)
 
     # -- fit -------------------------------------------------------------------------------------------------
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

@@ -308,3 +308,24 @@ def test_disk_full_is_recognised_from_torch_writer_errors(tmp_path, monkeypatch)
         raise_if_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path / "x", 10)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))
     raise_if_disk_full(RuntimeError("something else"), tmp_path / "x", 1024)  # not a full disk: no DiskFullError
+
+
+def test_a_continuation_keeps_the_original_configuration_and_records_its_overrides(tmp_path):
+    bin_dir = Path(sys.executable).parent
+    run_dir = tmp_path / "run"
+    common = ["data.n_train=400", "data.n_val=100", "data.n_test=100", "logger=none", "trainer.progress=false",
+              f"hydra.run.dir={run_dir}"]  # fmt: skip
+
+    def cli(*args: str) -> None:
+        res = subprocess.run([str(bin_dir / "relgrad-train"), *common, *args], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+
+    cli("trainer.max_epochs=1", "optim.lr=0.002")
+    cli("trainer.max_epochs=2", "optim.lr=0.0005", "trainer.resume=auto")
+    original = (run_dir / ".hydra" / "original" / "overrides.yaml").read_text()
+    assert "optim.lr=0.002" in original and "trainer.resume" not in original
+    assert "lr: 0.002" in (run_dir / ".hydra" / "original" / "config.yaml").read_text()
+    (continued,) = sorted((run_dir / ".hydra" / "continued").glob("step-*-overrides.yaml"))
+    assert continued.name == "step-4-overrides.yaml"  # 400 rows in batches of 100: 4 steps in the first epoch
+    assert "optim.lr=0.0005" in continued.read_text() and "trainer.resume=auto" in continued.read_text()
