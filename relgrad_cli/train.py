@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from .config import ConfigError, check_config, register_configs
 
 
@@ -751,8 +753,38 @@ def run_folder_in_use(argv: list[str]) -> str | None:
     return None if held is None else folder_in_use_message(held)
 
 
+class SweepEnd(Callback):
+    """Hydra callback (``hydra.callbacks.sweep_end`` in ``conf/hydra/default.yaml``): remembers the sweep folder when
+    a multirun starts, so :func:`main` can count the jobs at its end — also when a job failed, where Hydra stops
+    before its own end-of-sweep callbacks."""
+
+    folder: Path | None = None  # the current sweep's folder (one sweep per process)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        SweepEnd.folder = Path(str(config.hydra.sweep.dir))
+
+
+def sweep_outcome(folder: Path) -> str:
+    """One line on a sweep's jobs (the sub-folders with ``.hydra/``): how many finished (``summary.json``), how
+    many failed (``error.txt``, written by this try: a job removes an earlier one when it starts) and how many
+    stopped without either (killed, or never started)."""
+    jobs = sorted((p for p in folder.iterdir() if (p / ".hydra").is_dir()), key=lambda p: (len(p.name), p.name))
+    failed = [p.name for p in jobs if (p / ERROR_FILE).is_file()]
+    finished = sum((p / "summary.json").is_file() and p.name not in failed for p in jobs)
+    other = len(jobs) - finished - len(failed)
+    line = f"sweep of {len(jobs)} job{'s' * (len(jobs) != 1)} in {folder}: {finished} finished"
+    if failed:
+        line += (f", {len(failed)} failed (job{'s' * (len(failed) != 1)} {', '.join(failed)}; the reasons are in "
+                 f"<job>/{ERROR_FILE})")  # fmt: skip
+    if other:
+        line += f", {other} without a summary"
+    if failed or other:
+        line += f"; relgrad-report sweep {folder} lists every job"
+    return line
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; a sweep (``-m``) ends with one line counting its finished and failed jobs."""
     problem = output_folder_problem(sys.argv[1:]) or run_folder_in_use(sys.argv[1:])
     if problem is not None:
         print(f"relgrad-train: error: {problem}", file=sys.stderr)
@@ -760,7 +792,11 @@ def main() -> None:
     import hydra
 
     register_configs()
-    hydra.main(version_base="1.3", config_path=conf_path(), config_name="config")(task)()
+    try:
+        hydra.main(version_base="1.3", config_path=conf_path(), config_name="config")(task)()
+    finally:
+        if SweepEnd.folder is not None and SweepEnd.folder.is_dir():
+            print(f"relgrad-train: {sweep_outcome(SweepEnd.folder)}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

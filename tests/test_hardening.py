@@ -579,6 +579,19 @@ def test_a_failed_sweep_job_writes_its_reason_into_error_txt(tmp_path):
     assert (sweep / "0" / "error.txt").read_text() == reason + "\n"
     assert f"relgrad-train: error: {reason}" in res.stderr
     assert not (sweep / "1" / "error.txt").exists() and (sweep / "1" / "summary.json").is_file()
+    assert lines(res.stderr)[-1] == (
+        f"relgrad-train: sweep of 2 jobs in {sweep}: 1 finished, 1 failed (job 0; the "
+        f"reasons are in <job>/error.txt); relgrad-report sweep {sweep} lists every job"
+    )
+
+
+def test_a_sweep_that_succeeds_ends_with_its_count_and_a_run_prints_none(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = cli(["-m", "seed=0,1", *SMALL, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert lines(res.stderr)[-1] == f"relgrad-train: sweep of 2 jobs in {sweep}: 2 finished"
+    res = cli([*SMALL, f"hydra.run.dir={tmp_path / 'one'}"], cwd=tmp_path)
+    assert res.returncode == 0 and "sweep of" not in res.stderr + res.stdout
 
 
 def test_a_run_that_starts_removes_an_earlier_error_txt(tmp_path):
