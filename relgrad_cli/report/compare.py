@@ -1,4 +1,4 @@
-"""``relgrad-report compare``: every method on one data set, judged by held-out likelihood per unit of compute.
+"""``relgrad-report compare DIR...``: every method on one data set, judged by held-out likelihood per unit of compute.
 
 Reads the run folders of a comparison sweep (``relgrad-train experiment=compare data=NAME``: one job per model, the
 same time budget each) and writes
@@ -17,9 +17,13 @@ A method is the model plus, for dense flows with a free W, its gradient mode (``
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 from typing import Any
+
+from .common import ReportError, log_to_wandb, to_csv
+from .curves import load_curves
 
 COLUMNS = ["dataset", "method", "seed", "test_ll", "test_ll_2se", "gain_over_gaussian", "gaussian_test_ll",
            "median_step_ms", "params", "seconds", "common_level", "seconds_to_common_level", "stopped_by",
@@ -71,6 +75,8 @@ def compare_rows(curves: list[dict[str, Any]], clock: str) -> list[list[Any]]:
 
 
 def compare_markdown(rows: list[list[Any]], clock: str) -> str:
+    """The rows of :func:`compare_rows` as a markdown table with a Gaussian row per data set, then a note on the
+    columns."""
     unit = "CPU s" if clock == "train_cpu_seconds" else "s"
     lines = [f"| data | method | test LL ± 2 s.e. | over Gaussian | ms/step | params | {unit} trained "
              f"| {unit} to common level |", "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -129,3 +135,26 @@ def compare_plot(curves: list[dict[str, Any]], path: Path, clock: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``relgrad-report compare``: write compare.png, compare.md and compare.csv (and with ``--wandb`` an offline W&B
+    run), print the table."""
+    curves = load_curves(args.dirs)
+    if not curves:
+        raise ReportError(f"no run folders with validation records under {', '.join(map(str, args.dirs))}")
+    clock = clock_of(curves)
+    rows = compare_rows(curves, clock)
+    if not rows:
+        raise ReportError("no finished runs (summary.json) to compare yet")
+    out = args.out or args.dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    compare_plot(curves, out / "compare.png", clock)
+    md = compare_markdown(rows, clock)
+    (out / "compare.md").write_text(md)
+    (out / "compare.csv").write_text(to_csv(COLUMNS, rows))
+    if args.wandb:
+        log_to_wandb(out, {"compare_table": (COLUMNS, rows)}, f"compare {out.name}", {"compare": out / "compare.png"})
+    print(md)
+    print(f"{len(rows)} runs; wrote {out / 'compare.png'}, compare.md, compare.csv")
+    return 0
