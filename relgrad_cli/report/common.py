@@ -1,10 +1,8 @@
 """What every report shares: its error and warnings, how values are read as numbers and printed, and the writers of
-CSV files and of the offline W&B run."""
+CSV files and markdown tables (with pandas) and of the offline W&B run."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import sys
 from pathlib import Path
@@ -75,20 +73,32 @@ def cell(v: Any) -> str:
     return str(v)
 
 
+def _frame(header: list[str], rows: list[list[Any]]) -> Any:
+    """``rows`` as a pandas DataFrame of Python objects, so that every value is written as ``str`` writes it."""
+    import pandas as pd
+
+    return pd.DataFrame([list(row) for row in rows], columns=list(header), dtype=object)
+
+
+def _numeric(values: list[Any]) -> bool:
+    """Whether every value given (None and "" aside) reads as a number, and there is one."""
+    given = [v for v in values if v is not None and v != ""]
+    return bool(given) and all(not isinstance(v, bool) and number(v) is not None for v in given)
+
+
 def to_markdown(header: list[str], rows: list[list[Any]]) -> str:
-    """A markdown table of ``rows`` under ``header``, every value written by :func:`cell`."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    """A markdown table (pipe format) of ``rows`` under ``header``, every value written by :func:`cell`; columns of
+    numbers are right-aligned."""
+    align = ["right" if _numeric([row[i] for row in rows]) else "left" for i in range(len(header))]
+    frame = _frame(header, [[cell(v) for v in row] for row in rows])
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
 
 
 def to_csv(header: list[str], rows: list[list[Any]]) -> str:
-    """The CSV text of ``rows`` under ``header`` (a missing value is an empty field)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
+    """The CSV text of ``rows`` under ``header``: lines end in CRLF (RFC 4180), a missing value (None) is an empty
+    field, every other value is written as ``str`` writes it (a NaN as "nan")."""
+    frame = _frame(header, [["" if v is None else v for v in row] for row in rows])
+    return frame.to_csv(index=False, lineterminator="\r\n", na_rep="nan")
 
 
 def _wandb_value(v: Any) -> Any:
