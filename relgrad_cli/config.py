@@ -14,7 +14,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from .choices import ACTIVATIONS, FINAL_ACTIVATIONS, INITS
+from .choices import ACTIVATIONS, COMPILE_MODES, FINAL_ACTIVATIONS, INITS
 
 
 class Gradient(str, Enum):
@@ -44,6 +44,11 @@ class Schedule(str, Enum):
 class Budget(str, Enum):
     wall = "wall"
     cpu = "cpu"
+
+
+class MatmulPrecision(str, Enum):
+    highest = "highest"
+    high = "high"
 
 
 class LoggerMode(str, Enum):
@@ -181,6 +186,8 @@ class TrainerConfig:
     samples: int = 64
     max_seconds: float = 0.0
     budget: Budget = Budget.wall
+    compile: str = "none"  # torch.compile the training loss: none | default | reduce-overhead
+    matmul_precision: MatmulPrecision = MatmulPrecision.highest  # training matmuls; high: TF32 where the GPU has it
 
 
 @dataclass
@@ -238,6 +245,12 @@ def check_config(cfg: Any) -> None:
     )
     need(t.samples >= 0, "trainer.samples", t.samples, "use an integer ≥ 0")
     need(t.checkpoint_every >= 0, "trainer.checkpoint_every", t.checkpoint_every, "use 0 (off) or a step count")
+    need(
+        t.compile in COMPILE_MODES,
+        "trainer.compile",
+        t.compile,
+        "use none, default (torch.compile) or reduce-overhead (torch.compile with CUDA graphs on a GPU)",
+    )
     need(t.grad_clip >= 0, "trainer.grad_clip", t.grad_clip, "use 0 (off) or a positive maximum gradient norm")
     need(
         t.device == "auto" or t.device == "cpu" or str(t.device).startswith("cuda"),

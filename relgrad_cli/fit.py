@@ -11,24 +11,29 @@ SIGKILL or preemption) replays the same batches and ends bit-identical on the CP
 
 Data parallel (torchrun): every process holds the data and draws the same permutation; process r of W takes rows
 r, r+W, … of each global batch (n_r of N rows), back-propagates (n_r/N)·L_r, and the gradients are summed across
-processes. The sum is the gradient of the global batch's mean loss, and since every L_r contains −log|det W| once
-with weight n_r/N, the log-det term is counted exactly once (also for the relative gradient, whose log-det
-coefficient comes from autograd).
+processes, each one's all-reduce launched as soon as autograd has it (:class:`GradientReducer`), overlapping the
+rest of the backward. The sum is the gradient of the global batch's mean loss, and since every L_r contains
+−log|det W| once with weight n_r/N, the log-det term is counted exactly once (also for the relative gradient, whose
+log-det coefficient comes from autograd). Validation is sharded the same way (:func:`log_likelihoods`).
 
-Divergence is caught at the step it happens: every step's loss is read once the step has completed (the step
-timing synchronises the device there anyway), and with clipping the gradient norm is checked before the update. In
-data-parallel runs the processes agree on stopping (a signal, a non-finite loss) in one small all-reduce per step.
+No host–device synchronisation in the step: the step's loss is added to a device accumulator, a non-finite loss or
+gradient is recorded on the device and stops the updates there (:class:`DivergenceGuard`), and step times come
+from CUDA events on a GPU (:class:`StepTimer`). The host reads the device once per read point: every ``log_every``
+steps, at the end of an epoch, at a checkpoint, and when a signal or the budget asks to stop. A divergence raises
+:class:`DivergenceError` there, naming the exact step it happened at, with the weights of the step before. In
+data-parallel runs the processes agree on stopping (a signal, the budget, divergence) at the read points, inside
+the one collective that also sums the logged losses.
 
 Budgets: ``max_seconds`` bounds the training time (wall clock or process CPU time, evaluation excluded, counted
 across resumes); the loop stops at the first step boundary past it, evaluates the model there, and the run ends as
 any finished run (``stopped_by: budget``). Every run starts with a validation of the untrained model, so the curve
 begins at step 0 and the best checkpoint is never worse on validation than the start.
 
-Stopping on signals: SIGTERM, SIGUSR1 and SIGINT (Ctrl-C) — and, inside a submitit job (hydra's submitit
-launchers), the signal submitit gets before the time limit (``JobEnvironment.USR_SIG``, SIGUSR2 by default) — make
-the loop write ``last.pt`` at the next step boundary; then the signal goes on to the handler it displaced
-(submitit's requeues the job and exits), or, without one, :class:`Preempted` is raised. A second SIGINT while the
-first is being handled raises KeyboardInterrupt at once (no checkpoint is written then).
+Stopping on signals: SIGTERM, SIGUSR1 and SIGINT (Ctrl-C) — and, inside a submitit job (hydra's submitit launchers), the
+signal submitit gets before the time limit (``JobEnvironment.USR_SIG``, SIGUSR2 by default) — make the loop write
+``last.pt`` at the next step boundary (data parallel: the next read point); then the signal goes on to the handler it
+displaced (submitit's requeues the job and exits), or, without one, :class:`Preempted` is raised. A second SIGINT while
+the first is being handled raises KeyboardInterrupt at once (no checkpoint is written then).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ import statistics
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -48,6 +55,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from .choices import COMPILE_MODES
 from .files import atomic_temp, raise_if_disk_full
 from .metrics import mean_and_2se
 from .optim import LRSchedule
@@ -357,16 +365,205 @@ def _state_problem(state: dict[str, Any]) -> str | None:
     return None
 
 
+@contextmanager
+def full_precision() -> Iterator[None]:
+    """float32 matmuls at full precision inside (``torch.set_float32_matmul_precision("highest")``: no TF32),
+    whatever ``trainer.matmul_precision`` the training runs with; the previous setting is restored after."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 @torch.no_grad()
-def log_likelihoods(flow: torch.nn.Module, x: torch.Tensor, batch_size: int = 10000) -> np.ndarray:
-    """Exact per-sample log-likelihood (nats) of every row of x, in float64 numpy."""
-    out = [flow.log_prob(chunk).double().cpu() for chunk in x.split(batch_size)]
-    return torch.cat(out).numpy()
+def log_likelihoods(
+    flow: torch.nn.Module, x: torch.Tensor, batch_size: int = 10000, dist: Dist | None = None
+) -> np.ndarray:
+    """Exact per-row log-likelihood (nats) of every row of x, in float64 numpy, with full-precision matmuls.
+
+    A dense flow (one with ``log_prob_rows`` and ``logabsdet``) splits log p(x) into per-row terms (the prior and
+    the element-wise maps, in the working dtype, then float64) and the constant Σ_k log|det W_k|, computed once per
+    call in float64 (O(L·D³): once, not once per chunk of ``batch_size`` rows). Other models use ``log_prob``.
+
+    Data parallel (``dist`` of W processes): process r evaluates rows r, r+W, … and the log-dets of layers
+    r, r+W, …; the log-dets are summed and the rows gathered (two collectives), so every process returns the whole
+    array and no process repeats another's work."""
+    dist = dist or Dist()
+    mine = x[dist.rank :: dist.world]
+    with full_precision():
+        split = hasattr(flow, "log_prob_rows") and hasattr(flow, "logabsdet")
+        if split:
+            depth = len(flow.layers)
+            ld = flow.logabsdet(torch.float64, layers=range(dist.rank, depth, dist.world)).to(x.device)
+            if dist.world > 1:
+                _all_reduce(ld)
+            rows = [flow.log_prob_rows(chunk).double() + ld for chunk in mine.split(batch_size)]
+        else:
+            rows = [flow.log_prob(chunk).double() for chunk in mine.split(batch_size)]
+    out = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.float64, device=x.device)
+    if dist.world > 1:
+        out = _gather_strided(out, x.shape[0], dist)
+    return out.cpu().numpy()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _gather_strided(mine: torch.Tensor, n: int, dist: Dist) -> torch.Tensor:
+    """The whole (n,) array from every process's rows r, r+W, … (one all-gather of equal-length padded pieces)."""
+    import torch.distributed as torch_dist
+
+    size = -(-n // dist.world)
+    padded = torch.zeros(size, dtype=mine.dtype, device=mine.device)
+    padded[: mine.shape[0]] = mine
+    pieces = [torch.empty_like(padded) for _ in range(dist.world)]
+    torch_dist.all_gather(pieces, padded)
+    out = torch.empty(n, dtype=mine.dtype, device=mine.device)
+    for r, piece in enumerate(pieces):
+        out[r :: dist.world] = piece[: len(range(r, n, dist.world))]
+    return out
+
+
+class DivergenceGuard:
+    """Non-finite losses and gradients caught on the device, without a host read per step.
+
+    Every step, on the device: the global gradient norm (the clipping norm when ``grad_clip`` > 0, computed after
+    the data-parallel reduction, so the same in every process) and the step's loss are tested for finiteness; the
+    first step where either is non-finite, and which, are kept in two sticky device scalars (``torch.where``). From
+    that step on the optimizer skips its updates: a fused optimizer takes the sticky flag as its ``found_inf``
+    tensor (the mechanism of AMP's GradScaler) and skips on the device; any other optimizer is skipped by reading
+    the flag before its step (one host read per step, the price of an unfused optimizer). The host learns of it at
+    the next read (:meth:`first_bad`), and the weights are still the last good ones. Only a non-finite gradient
+    skips updates: it is the same in every process, a loss is per process."""
+
+    LOSS, GRADIENT = 1, 2
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grad_clip: float,
+                 device: torch.device):  # fmt: skip
+        self.optimizer, self.params, self.grad_clip = optimizer, params, grad_clip
+        self.on_device = bool(optimizer.defaults.get("fused")) and getattr(optimizer, "_step_supports_amp_scaling",
+                                                                           False)  # fmt: skip
+        self.step = torch.zeros((), dtype=torch.int64, device=device)  # the first bad step; 0: none
+        self.what = torch.zeros((), dtype=torch.int64, device=device)  # LOSS or GRADIENT
+        self.skip = torch.zeros((), dtype=torch.float32, device=device)  # 1 from the first bad gradient on
+
+    def check(self, loss: torch.Tensor, step: int) -> None:
+        """After the (reduced) backward of ``step``, before the optimizer: test, record, clip, arm the skip."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.step.device)
+        grad_bad = ~torch.isfinite(norm)
+        loss_bad = ~torch.isfinite(loss.detach())
+        new = (loss_bad | grad_bad) & (self.step == 0)
+        self.what = torch.where(new, torch.where(loss_bad, self.LOSS, self.GRADIENT), self.what)
+        self.step = torch.where(new, step, self.step)
+        self.skip = torch.maximum(self.skip, grad_bad.float())
+        if self.on_device:
+            self.optimizer.found_inf = self.skip
+
+    def optimizer_step(self) -> None:
+        """The optimizer's step, skipped from the first non-finite gradient on (on the device when fused)."""
+        if self.on_device or not bool(self.skip):
+            self.optimizer.step()
+
+    def first_bad(self, values: list[float] | None = None) -> tuple[int, str] | None:
+        """(step, "training loss" or "gradient") of the first non-finite one, or None (reads the device unless the
+        ``values`` of :meth:`tensors` were read already)."""
+        step, what = values if values is not None else (int(self.step), int(self.what))
+        if not step:
+            return None
+        return int(step), "training loss" if int(what) == self.LOSS else "gradient"
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.step.double(), self.what.double()]
+
+    def close(self) -> None:
+        if hasattr(self.optimizer, "found_inf"):
+            del self.optimizer.found_inf
+
+
+class StepTimer:
+    """Step durations without a per-step synchronisation. On the CPU a step has finished when its Python calls
+    return, so the host clocks (wall and process CPU) time it exactly; on a GPU each step records two CUDA events,
+    and :meth:`collect` (at a read, where the loop synchronises anyway) turns them into milliseconds."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.pending: list[tuple[Any, Any, float]] = []  # (start, end, CPU ms) per step since the last collect
+        self.t0 = self.c0 = 0.0
+
+    def start(self) -> None:
+        self.c0 = time.process_time()
+        if self.cuda:
+            self.t0 = torch.cuda.Event(enable_timing=True)
+            self.t0.record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        cpu_ms = 1e3 * (time.process_time() - self.c0)
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+        else:
+            end = time.perf_counter()
+        self.pending.append((self.t0, end, cpu_ms))
+
+    def collect(self) -> tuple[list[float], list[float]]:
+        """(wall ms, process CPU ms) of every step since the last call."""
+        if self.cuda and self.pending:
+            self.pending[-1][1].synchronize()
+            wall = [a.elapsed_time(b) for a, b, _ in self.pending]
+        else:
+            wall = [1e3 * (b - a) for a, b, _ in self.pending]
+        cpu = [c for _, _, c in self.pending]
+        self.pending = []
+        return wall, cpu
+
+
+class GradientReducer:
+    """Data parallel: each gradient's all-reduce (a sum) starts as soon as autograd has accumulated it — a
+    post-accumulate-grad hook launches it asynchronously — so the communication overlaps the rest of the backward;
+    :meth:`wait` ends them all before clipping and the optimizer step. Every process runs the same graph (a process
+    without rows back-propagates a zero-weighted loss, see :func:`fit`), so the hooks fire, and the collectives
+    are issued, in the same order everywhere. A parameter that got no gradient gets zeros (in every process)."""
+
+    def __init__(self, params: list[torch.Tensor], dist: Dist):
+        self.params, self.works, self.handles = params, [], []
+        if dist.world > 1:
+            import torch.distributed as torch_dist
+
+            def launch(p: torch.Tensor) -> None:
+                self.works.append(torch_dist.all_reduce(p.grad, async_op=True))
+
+            self.handles = [p.register_post_accumulate_grad_hook(launch) for p in params if p.requires_grad]
+
+    def wait(self) -> None:
+        for work in self.works:
+            work.wait()
+        self.works = []
+        if self.handles:
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def compiled_loss(flow: torch.nn.Module, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``flow.training_loss``, compiled by ``torch.compile`` unless ``mode`` is ``none``: ``default`` (Inductor
+    fuses the element-wise work of forward and backward), ``reduce-overhead`` (also captures the step in a CUDA
+    graph on a GPU; the same as ``default`` on the CPU). The loop calls it on full batches only, so its shapes never
+    change; a last partial batch runs eagerly."""
+    if mode == "none":
+        return flow.training_loss
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
+    return torch.compile(flow.training_loss, mode=None if mode == "default" else mode, dynamic=False)
 
 
 def fit(
@@ -394,6 +591,8 @@ def fit(
     max_seconds: float = 0.0,
     budget: str = "wall",
     checkpoint_extra: dict[str, Any] | None = None,
+    compile: str = "none",
+    matmul_precision: str = "highest",
 ) -> FitState:
     """Train until ``max_epochs``, until the validation log-likelihood has not improved by more than ``min_delta``
     nats for more than ``patience`` consecutive evaluations, or until ``max_seconds`` > 0 of training time
@@ -402,13 +601,20 @@ def fit(
     Validates the untrained model first (a fresh run), then every ``eval_every`` epochs and when the budget ends.
     ``schedule`` steps after every optimizer step and sees every validation. Writes ``checkpoint_dir/best.pt``
     (best validation) and ``last.pt`` (after every evaluation, every ``checkpoint_every`` steps when > 0, and on
-    SIGTERM/SIGUSR1 or submitit's before-timeout signal, after which it hands the signal to the handler it displaced
-    or raises :class:`Preempted`) atomically, ``checkpoint_extra`` included; only the main process writes, and never
-    non-finite weights. A non-finite training loss or gradient norm raises :class:`DivergenceError` at the step it
-    happens (a non-finite clipped gradient norm before the update). ``grad_clip`` > 0 clips the global gradient
-    norm. Returns the final state (``stopped_by`` says why it ended); pass ``state`` (with ``generator`` restored)
-    to continue a resumed run. In data-parallel runs each process prints how many training rows it
-    back-propagated."""
+    SIGTERM/SIGUSR1/SIGINT or submitit's before-timeout signal, after which it hands the signal to the handler it
+    displaced or raises :class:`Preempted`) atomically, ``checkpoint_extra`` included; only the main process
+    writes, and never non-finite weights. A non-finite training loss or gradient raises :class:`DivergenceError`
+    naming the step it happened at (see :class:`DivergenceGuard`); ``grad_clip`` > 0 clips the global gradient
+    norm. ``compile`` (:data:`COMPILE_MODES`) compiles the training loss (:func:`compiled_loss`);
+    ``matmul_precision`` (``highest`` or ``high``: TF32 on GPUs that have it) applies to training only, evaluation
+    always runs full precision. Returns the final state (``stopped_by`` says why it ended); pass ``state`` (with
+    ``generator`` restored) to continue a resumed run. In data-parallel runs each process prints how many training
+    rows it back-propagated.
+
+    The loop reads the device once per read point: every ``log_every`` steps, at the end of an epoch, at a
+    checkpoint, and (one process) when a signal arrived or the budget ran out. Data parallel, the processes agree on
+    stopping (a signal, the budget, divergence) at the read points, inside the one collective that also sums the
+    logged losses: a signal or the budget takes effect within ``log_every`` steps."""
     from tqdm.auto import tqdm
 
     state = state or FitState()
@@ -417,8 +623,17 @@ def fit(
     n = train.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     best_path, last_path = checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"
-    params = list(flow.parameters())
+    params = [p for p in flow.parameters() if p.requires_grad]
     show = progress and dist.main
+    loss_of_batch = compiled_loss(flow, compile)
+    full_share = len(range(dist.rank, batch_size, dist.world))  # this process's rows of a full batch
+    precision_before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(matmul_precision)
+    guard = DivergenceGuard(optimizer, params, grad_clip, device)
+    timer = StepTimer(device)
+    reducer = GradientReducer(params, dist)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # logged losses since the last train record
+    loss_count = 0
 
     def save_last() -> None:
         if dist.main:
@@ -431,7 +646,7 @@ def fit(
         """Exact validation log-likelihood: best checkpoint, early stopping, schedule, record, last.pt."""
         flow.eval()
         t0 = time.perf_counter()
-        val_ll, val_2se = mean_and_2se(log_likelihoods(flow, val, eval_batch_size))
+        val_ll, val_2se = mean_and_2se(log_likelihoods(flow, val, eval_batch_size, dist))
         if not math.isfinite(val_ll):
             raise DivergenceError(
                 f"the validation log-likelihood is non-finite after epoch {epoch} (step {state.step}); "
@@ -459,105 +674,148 @@ def fit(
                        f"{' (best)' if improved else ''}{median}")  # fmt: skip
         flow.train()
 
+    def backward(rows: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of this process's share of a global batch: (n_r/N)·L_r, the gradient reductions
+        launched as the gradients appear. Returns the weighted loss (a device scalar)."""
+        if local.numel() == 0:  # a last batch smaller than the number of processes: the same graph, weight 0
+            loss = flow.training_loss(train[rows[:1]]) * 0.0
+        else:
+            batch = train[local]
+            loss = loss_of_batch(batch) if local.numel() == full_share else flow.training_loss(batch)
+            if dist.world > 1:
+                loss = loss * (local.numel() / rows.numel())
+        loss.backward()
+        return loss.detach()
+
+    def read(log: bool, epoch: int, stopping: bool, late: bool) -> tuple[bool, bool]:
+        """A read point: the one host read (data parallel: one all-gather that also agrees on stopping), step
+        times, divergence, the train record. Returns (stop on a signal, out of time) as agreed."""
+        nonlocal loss_sum, loss_count
+        wall, cpu = timer.collect()
+        state.step_ms += wall
+        state.step_cpu_ms += cpu
+        if len(state.step_ms) > 2 * STEP_TIMES_KEPT:
+            del state.step_ms[:-STEP_TIMES_KEPT], state.step_cpu_ms[:-STEP_TIMES_KEPT]
+        flags = loss_sum.new_tensor([float(stop.signum if stopping else 0), float(late)])
+        values = _agree(torch.cat([loss_sum[None], *(t[None] for t in guard.tensors()), flags]), dist)
+        total, bad_step, bad_what, signum, late_flag = values
+        bad = guard.first_bad([int(bad_step), int(bad_what)])
+        if bad is not None:
+            raise DivergenceError(_diverged(bad[1], bad[0], epoch, last_path))
+        if signum and stop.received is None:  # another process's signal
+            stop.received = int(signum)
+        if log and loss_count:
+            mean_loss = total / loss_count
+            window_ms = statistics.median(state.step_ms[-loss_count:])  # the logged steps' median
+            bar.set_postfix(loss=f"{mean_loss:.4f}", step_ms=f"{window_ms:.2f}")
+            if dist.main:
+                tracker.log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss,
+                             "step_time_ms": window_ms, "lr": optimizer.param_groups[0]["lr"],
+                             "train_seconds": state.train_seconds,
+                             "train_cpu_seconds": state.train_cpu_seconds})  # fmt: skip
+            loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+        return bool(signum), bool(late_flag)
+
     rows_here = 0  # training rows this process back-propagated
     out_of_time = bool(max_seconds) and spent() >= max_seconds
-
-    with _StopSignals() as stop:
-        if state.step == 0 and state.best_val_ll == -math.inf:
-            validate(0)  # the start: with a data-dependent init, the fitted Gaussian
-        while state.epoch < max_epochs and not state.stopped_early and not out_of_time:
-            epoch = state.epoch + 1
-            if state.epoch_step == 0:
-                state.epoch_rng = generator.get_state()
-            else:  # resumed mid-epoch: draw the same permutation again
-                generator.set_state(state.epoch_rng)
-            order = torch.randperm(n, generator=generator).to(device)
-            flow.train()
-            bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {epoch}/{max_epochs}",
-                       disable=None if show else True, leave=False, mininterval=0.5, dynamic_ncols=True)  # fmt: skip
-            loss_sum, loss_count = 0.0, 0  # this process's share of the losses since the last train record
-            last_time, last_cpu = time.perf_counter(), time.process_time()
-            for i in range(state.epoch_step, steps_per_epoch):
-                rows = order[i * batch_size : (i + 1) * batch_size]
-                local = rows[dist.rank :: dist.world]
-                _sync(device)
-                t0, c0 = time.perf_counter(), time.process_time()
-                optimizer.zero_grad(set_to_none=True)
-                if local.numel() == 0:  # a last batch smaller than the number of processes: nothing here
-                    loss = torch.zeros((), dtype=train.dtype, device=device)
-                else:
-                    loss = flow.training_loss(train[local])
-                    (loss * (local.numel() / rows.numel()) if dist.world > 1 else loss).backward()
-                if dist.world > 1:
-                    _all_reduce_grads(params)
-                if grad_clip > 0:  # the norm is the same in every process: computed after the gradients were summed
-                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                    if not math.isfinite(float(norm)):  # stop before the update
-                        raise DivergenceError(_diverged("gradient", state.step + 1, epoch, last_path))
-                optimizer.step()
-                if schedule is not None:
-                    schedule.step()
-                _sync(device)
-                now, cpu_now = time.perf_counter(), time.process_time()
-                state.train_seconds += now - last_time
-                state.train_cpu_seconds += cpu_now - last_cpu
-                last_time, last_cpu = now, cpu_now
-                state.step += 1
-                state.epoch_step = i + 1
-                state.step_ms.append(1e3 * (now - t0))
-                state.step_cpu_ms.append(1e3 * (cpu_now - c0))
-                rows_here += local.numel()
-                # the step is complete (synchronised for its timing): reading its loss costs no extra wait
-                step_loss = float(loss.detach()) * (local.numel() / rows.numel() if dist.world > 1 else 1.0)
-                loss_sum += step_loss
-                loss_count += 1
-                if len(state.step_ms) > 2 * STEP_TIMES_KEPT:
-                    del state.step_ms[:-STEP_TIMES_KEPT], state.step_cpu_ms[:-STEP_TIMES_KEPT]
-                bar.update(1)
-                end_of_epoch = i == steps_per_epoch - 1
-                if state.step % log_every == 0 or end_of_epoch:
-                    if dist.world > 1:  # the global batches' losses
-                        total = torch.tensor([loss_sum], dtype=torch.float64, device=device)
-                        _all_reduce(total)
-                        loss_sum = float(total)
-                    mean_loss = loss_sum / loss_count
-                    window_ms = statistics.median(state.step_ms[-loss_count:])  # the logged steps' median
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", step_ms=f"{window_ms:.2f}")
-                    if dist.main and math.isfinite(mean_loss):  # a non-finite one stops the run just below
-                        tracker.log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss,
-                                     "step_time_ms": window_ms, "lr": optimizer.param_groups[0]["lr"],
-                                     "train_seconds": state.train_seconds,
-                                     "train_cpu_seconds": state.train_cpu_seconds})  # fmt: skip
-                    loss_sum, loss_count = 0.0, 0
-                stopping, diverged, out_of_time = stop.agree(
-                    dist, device, diverged=not math.isfinite(step_loss),
-                    out_of_time=bool(max_seconds) and spent() >= max_seconds,
-                )  # fmt: skip
-                if diverged:
-                    raise DivergenceError(_diverged("training loss", state.step, epoch, last_path))
-                if stopping or (checkpoint_every and state.step % checkpoint_every == 0):
-                    if not all(bool(torch.isfinite(p).all()) for p in params):  # e.g. a non-finite gradient, unclipped
-                        raise DivergenceError(_diverged("parameters", state.step, epoch, last_path))
-                    save_last()
-                    if stopping:
-                        bar.close()
-                        stop.stop(state.step, last_path)
-                if out_of_time:
-                    break
-            bar.close()
-            if state.epoch_step == steps_per_epoch:
-                state.epoch, state.epoch_step = epoch, 0
-                if epoch % eval_every == 0 or epoch == max_epochs or out_of_time:
+    bar: Any = None
+    try:
+        with _StopSignals() as stop:
+            if state.step == 0 and state.best_val_ll == -math.inf:
+                validate(0)  # the start: with a data-dependent init, the fitted Gaussian
+            while state.epoch < max_epochs and not state.stopped_early and not out_of_time:
+                epoch = state.epoch + 1
+                order = _epoch_order(state, generator, n, device)
+                flow.train()
+                bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {epoch}/{max_epochs}",
+                           disable=None if show else True, leave=False, mininterval=0.5,
+                           dynamic_ncols=True)  # fmt: skip
+                last_time, last_cpu = time.perf_counter(), time.process_time()
+                for i in range(state.epoch_step, steps_per_epoch):
+                    rows = order[i * batch_size : (i + 1) * batch_size]
+                    local = rows[dist.rank :: dist.world]
+                    timer.start()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = backward(rows, local)  # forward, backward; the reduction overlaps it
+                    reducer.wait()
+                    guard.check(loss, state.step + 1)  # on the device: non-finite?, clip, skip from then on
+                    guard.optimizer_step()
+                    if schedule is not None:
+                        schedule.step()
+                    timer.stop()
+                    loss_sum += loss
+                    loss_count += 1
+                    rows_here += local.numel()
+                    state.step, state.epoch_step = state.step + 1, i + 1
+                    now, cpu_now = time.perf_counter(), time.process_time()
+                    state.train_seconds += now - last_time
+                    state.train_cpu_seconds += cpu_now - last_cpu
+                    last_time, last_cpu = now, cpu_now
+                    bar.update(1)
+                    # -- read points: log, checkpoint, stop -------------------------------------------------
+                    log = state.step % log_every == 0 or i == steps_per_epoch - 1
+                    checkpoint = bool(checkpoint_every) and state.step % checkpoint_every == 0
+                    late = bool(max_seconds) and spent() >= max_seconds
+                    urgent = dist.world == 1 and (stop.received is not None or late)  # one process: act now
+                    if not (log or checkpoint or urgent):
+                        continue
+                    stopping, out_of_time = read(log, epoch, stop.received is not None, late)
+                    stopping = stopping or (dist.world == 1 and stop.received is not None)  # one during the read
+                    if stopping or checkpoint:
+                        if not all(bool(torch.isfinite(p).all()) for p in params):  # e.g. an overflowing update
+                            raise DivergenceError(_diverged("parameters", state.step, epoch, last_path))
+                        save_last()
+                        if stopping:
+                            bar.close()
+                            stop.stop(state.step, last_path)
+                    if out_of_time:
+                        break
+                bar.close()
+                if state.epoch_step == steps_per_epoch:
+                    state.epoch, state.epoch_step = epoch, 0
+                    if epoch % eval_every == 0 or epoch == max_epochs or out_of_time:
+                        validate(epoch)
+                elif out_of_time:  # mid-epoch: validate here; last.pt continues this epoch exactly
                     validate(epoch)
-            elif out_of_time:  # mid-epoch: validate here; last.pt continues this epoch exactly
-                validate(epoch)
-            if stop.agree(dist, device)[0]:  # a signal that arrived during the evaluation
-                save_last()
-                stop.stop(state.step, last_path)
+                if stop.agree(dist, device)[0]:  # a signal that arrived during the evaluation
+                    save_last()
+                    stop.stop(state.step, last_path)
+    finally:
+        if bar is not None:
+            bar.close()
+        reducer.close()
+        guard.close()
+        torch.set_float32_matmul_precision(precision_before)
     state.stopped_by = "budget" if out_of_time else "early_stopping" if state.stopped_early else "max_epochs"
     if dist.world > 1:
         print(f"process {dist.rank} of {dist.world}: back-propagated {rows_here} training rows", flush=True)
     return state
+
+
+def _epoch_order(state: FitState, generator: torch.Generator, n: int, device: torch.device) -> torch.Tensor:
+    """The epoch's permutation of the training rows: the generator's state is kept at the start of an epoch, so
+    a run resumed mid-epoch draws the same permutation again."""
+    if state.epoch_step == 0:
+        state.epoch_rng = generator.get_state()
+    else:
+        generator.set_state(state.epoch_rng)
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def _agree(values: torch.Tensor, dist: Dist) -> list[float]:
+    """The read point's values — [logged loss sum, first bad step, what went bad, signal, out of time] — as
+    Python numbers (the one host read). Data parallel: one all-gather, combined the same way in every process:
+    losses summed, the earliest bad step over processes, any signal, any process out of time."""
+    if dist.world == 1:
+        return values.tolist()
+    import torch.distributed as torch_dist
+
+    pieces = [torch.empty_like(values) for _ in range(dist.world)]
+    torch_dist.all_gather(pieces, values)
+    rows = torch.stack(pieces).tolist()
+    bad = [r for r in rows if r[1] > 0]
+    first = min(bad, key=lambda r: r[1]) if bad else [0.0, 0.0, 0.0]
+    return [sum(r[0] for r in rows), first[1], first[2], max(r[3] for r in rows), max(r[4] for r in rows)]
 
 
 def _all_reduce(t: torch.Tensor, op: str = "sum") -> None:
@@ -565,13 +823,6 @@ def _all_reduce(t: torch.Tensor, op: str = "sum") -> None:
 
     ops = {"sum": torch_dist.ReduceOp.SUM, "max": torch_dist.ReduceOp.MAX}
     torch_dist.all_reduce(t, op=ops[op])
-
-
-def _all_reduce_grads(params: list[torch.Tensor]) -> None:
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        _all_reduce(p.grad)
 
 
 def _diverged(what: str, step: int, epoch: int, last_path: Path) -> str:

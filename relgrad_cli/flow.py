@@ -20,6 +20,7 @@ Every piece is exact; Σ log|det W_k| costs O(D³) per layer and is only evaluat
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -34,7 +35,10 @@ from .relative import GRADIENT_MODES, SelfNormalizingAffine, affine_with_logdet,
 
 
 def _all_finite(x: torch.Tensor) -> bool:
-    """Whether every entry is finite; True where it cannot be read (inside torch.func.vmap, per-sample work)."""
+    """Whether every entry is finite; True where it cannot be read: inside torch.func.vmap (per-sample work) and
+    under torch.compile (a read would break the graph: the runner checks its data once, before training)."""
+    if torch.compiler.is_compiling():
+        return True
     try:
         return bool(torch.isfinite(x).all())
     except RuntimeError:
@@ -92,9 +96,9 @@ class InvertibleLinear(nn.Module):
         recon = (xd - F.linear(F.linear(xd, self.weight), self.inverse_weight)).square().sum(-1).mean()
         return y, ld - self.recon_weight * recon  # the loss subtracts ld: + λ·reconstruction
 
-    def logabsdet(self) -> torch.Tensor:
-        """log|det W| (slogdet, O(D³), differentiable)."""
-        return torch.linalg.slogdet(self.weight).logabsdet
+    def logabsdet(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """log|det W| (slogdet, O(D³), differentiable), computed in ``dtype`` (default: the weight's)."""
+        return torch.linalg.slogdet(self.weight if dtype is None else self.weight.to(dtype)).logabsdet
 
     def inverse(self, y: torch.Tensor, approximate: bool = False) -> torch.Tensor:
         """x = (y − b) W⁻ᵀ by a linear solve, or with ``approximate`` through the learned inverse: (y − b) Rᵀ."""
@@ -274,15 +278,23 @@ class InvertibleMLP(nn.Module):
         x = self._validate(x)
         return self.transform(x, "no_logdet")[0]
 
-    def logabsdet(self) -> torch.Tensor:
-        """Σ_k log|det W_k| (O(L·D³), differentiable)."""
-        return torch.stack([layer.logabsdet() for layer in self.layers]).sum()
+    def logabsdet(self, dtype: torch.dtype | None = None, layers: Iterable[int] | None = None) -> torch.Tensor:
+        """Σ_k log|det W_k| (O(L·D³) for dense layers, O(L·D) for LU ones; differentiable), over ``layers`` (indices;
+        default all), computed in ``dtype`` (default: the weights' own; float64 for evaluation at large D)."""
+        picked = range(len(self.layers)) if layers is None else layers
+        terms = [self.layers[k].logabsdet(dtype) for k in picked]
+        return torch.stack(terms).sum() if terms else torch.zeros((), dtype=dtype or self.dtype, device=self.device)
+
+    def log_prob_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-row part of log p(x): Σ_i log p(z_i) + Σ_k Σ_i log σ_k′(y_{k,i}), shape (B,); the constant
+        part is :meth:`logabsdet` (evaluation computes it once per pass)."""
+        x = self._validate(x)
+        z, log_dsigma, _ = self.transform(x, "no_logdet")
+        return self.prior.log_prob(z).sum(-1) + log_dsigma
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density of every row of x, in nats: shape (B,)."""
-        x = self._validate(x)
-        z, log_dsigma, _ = self.transform(x, "no_logdet")
-        return self.prior.log_prob(z).sum(-1) + log_dsigma + self.logabsdet()
+        return self.log_prob_rows(x) + self.logabsdet()
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """Exact mean negative log-likelihood of the batch (nats), log-det terms included."""

@@ -80,9 +80,9 @@ class LULinear(nn.Module):
             y = y + self.bias
         return y, self.log_s.sum()
 
-    def logabsdet(self) -> torch.Tensor:
-        """log|det W| = Σ_i log_s_i, exact, O(D)."""
-        return self.log_s.sum()
+    def logabsdet(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """log|det W| = Σ_i log_s_i, exact, O(D), summed in ``dtype`` (default: the parameters')."""
+        return (self.log_s if dtype is None else self.log_s.to(dtype)).sum()
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """x = W⁻¹ (y − b) by a permutation and two triangular solves."""

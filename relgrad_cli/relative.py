@@ -119,8 +119,9 @@ class RelativeAffine(torch.autograd.Function):
 
 def _host_scalar(c: torch.Tensor) -> float | None:
     """The log-det coefficient as a Python float when reading it is free (a plain CPU tensor), else None.
-    Under torch.func transforms (vmap of grad: per-sample gradients) it cannot be read and stays a tensor."""
-    if c.device.type != "cpu":
+    Under torch.func transforms (vmap of grad: per-sample gradients) it cannot be read and stays a tensor; under
+    torch.compile it is not read either (Inductor fuses the tensor form instead)."""
+    if c.device.type != "cpu" or torch.compiler.is_compiling():
         return None
     try:
         return float(c)

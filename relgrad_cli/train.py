@@ -327,6 +327,8 @@ def _run(cfg: Any, run_dir: Path, group: str | None) -> dict[str, Any]:
             max_seconds=t.max_seconds,
             budget=t.budget.value,
             checkpoint_extra={"identity": identity, "lr": o.lr},
+            compile=t.compile,
+            matmul_precision=t.matmul_precision.value,
         )
         fit_seconds = time.perf_counter() - started
         if not dist.main:  # only the main process evaluates and writes

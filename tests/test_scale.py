@@ -161,9 +161,9 @@ def test_sigusr1_writes_a_checkpoint_at_the_step_it_stops(tmp_path):
 # -- in-process fit: divergence at the step it happens, the before-timeout signal handed over ---------------------
 
 
-def _fit(tmp_path: Path, train: torch.Tensor | None = None, prepare=None, **kw):
+def _fit(tmp_path: Path, train: torch.Tensor | None = None, prepare=None, fused: bool = False, **kw):
     """fit() on a small float64 problem: 2000 rows, batches of 10 (200 steps per epoch), log every 50 steps;
-    ``prepare(flow)`` runs first."""
+    ``prepare(flow)`` runs first; ``fused``: torch's fused Adam (it skips a bad step on the device)."""
     from relgrad_cli.fit import fit
     from relgrad_cli.flow import InvertibleMLP
     from relgrad_cli.tracking import NullTracker
@@ -179,7 +179,7 @@ def _fit(tmp_path: Path, train: torch.Tensor | None = None, prepare=None, **kw):
                 log_every=50, tracker=NullTracker(), checkpoint_dir=tmp_path / "checkpoints",
                 generator=torch.Generator().manual_seed(0), progress=False)  # fmt: skip
     args.update(kw)
-    return flow, fit(flow, torch.optim.Adam(flow.parameters(), lr=1e-3), train, data[2000:], **args)
+    return flow, fit(flow, torch.optim.Adam(flow.parameters(), lr=1e-3, fused=fused), train, data[2000:], **args)
 
 
 def _row_of_step(step: int, n: int = 2000, batch: int = 10, seed: int = 0) -> int:
@@ -218,22 +218,33 @@ def test_divergence_step_in_a_long_log_window(tmp_path):
         _fit(tmp_path, train, batch_size=2, log_every=1000)
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("grad_clip", [0.0, 1e6])
-def test_a_non_finite_gradient_is_reported_at_its_step(grad_clip, tmp_path):
-    """A gradient made non-finite at step 77 (finite loss): with clipping its norm names step 77; without, the
-    loss of step 78 (computed on the weights it broke) is the first non-finite one."""
+def test_a_non_finite_gradient_is_reported_at_its_step_and_never_applied(grad_clip, fused, tmp_path):
+    """A gradient made non-finite at step 77 (finite loss) is found at step 77, with or without clipping, and no
+    update is applied from then on (fused Adam skips on the device, the others by a read), so the weights stay the
+    ones of step 76 although the loop runs on to its next read point (step 100)."""
     from relgrad_cli.fit import DivergenceError
 
-    calls = [0]
+    calls, weights = [0], {}
+    flows = []
 
     def poison(grad):
         calls[0] += 1
-        return grad * math.nan if calls[0] == 77 else grad
+        if calls[0] == 77:
+            weights[76] = [p.detach().clone() for p in flows[0].parameters()]
+            return grad * math.nan
+        return grad
+
+    def prepare(flow):
+        flows.append(flow)
+        flow.layers[0].weight.register_hook(poison)
 
     with pytest.raises(DivergenceError) as err:
-        _fit(tmp_path, prepare=lambda flow: flow.layers[0].weight.register_hook(poison), grad_clip=grad_clip)
-    what = "gradient became non-finite at step 77" if grad_clip else "training loss became non-finite at step 78"
-    assert what in str(err.value)
+        _fit(tmp_path, prepare=prepare, grad_clip=grad_clip, fused=fused)
+    assert "the gradient became non-finite at step 77 (epoch 1)" in str(err.value)
+    assert calls[0] == 100  # the loop went on to the read point at step 100
+    assert all(torch.equal(a, b) for a, b in zip(weights[76], flows[0].parameters(), strict=True))
 
 
 class _SignalAt:
