@@ -6,9 +6,13 @@ with Adam (fused where available, as in the runner; glibc keeps freed memory for
 (relative, euclidean, autograd_logdet, no_logdet); ``self_normalizing`` trains a flow with learned inverses and
 ``lu`` the LU-parametrized twin, each with its own optimizer. The modes are interleaved repeat by repeat, so slow
 drifts of a shared machine hit every mode alike. Reported per (D, mode):
-the median and minimum of the timed steps after warm-up, and the peak memory a step allocates beyond what is
-live before it (CPU: the profiler's allocation events; CUDA: ``max_memory_allocated``), also in units of one D×D
-matrix.
+the median and minimum of the timed steps after warm-up (each step synchronised: its latency), the pipelined time
+per step (``--pipelined N``: N steps back to back with no synchronisation between them, as the runner's loop runs
+them; on a GPU the launch overhead of one step hides behind the work of the one before), and the peak memory a step
+allocates beyond what is live before it (CPU: the profiler's allocation events; CUDA: ``max_memory_allocated``), also
+in units of one D×D matrix. ``--compile`` times each mode's training loss compiled by ``torch.compile`` (the
+runner's ``trainer.compile=default``; compilation is not timed), ``--matmul-precision high`` lets float32 matmuls
+use TF32 where the GPU has it (``trainer.matmul_precision=high``).
 
 Budget: a step's cost at the next D is predicted as the previous time × (D/D_prev)³ (the worst case). A point that
 would exceed the per-point budget with its warm-up and repeats runs 1 warm-up and fewer repeats (never fewer than
@@ -103,21 +107,40 @@ def plan_repeats(step_s: float, warmup: int, repeats: int, budget_s: float) -> t
     return warmup, repeats
 
 
-def _step_timer(flows: dict[str, Any], x, training_loss, sync):
-    """A function timing one full training step (zero_grad, loss, backward, optimizer step) in a given mode;
-    ``flows`` maps a family (see :data:`FAMILY`) to its (flow, optimizer)."""
+def _step_timer(flows: dict[str, Any], x, losses: dict[str, Any], sync):
+    """A function timing one full training step (zero_grad, loss, backward, optimizer step) in a given mode, or,
+    with ``steps`` > 1, that many steps back to back with no synchronisation between them (the pipelined time per
+    step: what a loop that never waits for the device gets); ``flows`` maps a family (see :data:`FAMILY`) to its
+    (flow, optimizer), ``losses`` a mode to its training-loss function of x."""
 
-    def step(mode: str) -> float:
+    def step(mode: str, steps: int = 1) -> float:
         flow, opt = flows[FAMILY.get(mode, "dense")]
+        loss = losses[mode]
         sync()
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        training_loss(flow, x, "relative" if mode == "lu" else mode).backward()
-        opt.step()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss(x).backward()
+            opt.step()
         sync()
-        return time.perf_counter() - t0
+        return (time.perf_counter() - t0) / steps
 
     return step
+
+
+def _loss_functions(flows: dict[str, Any], modes: list[str], compile: bool) -> dict[str, Any]:
+    """Each mode's training loss as a function of the batch, compiled by ``torch.compile`` when asked (the runner's
+    ``trainer.compile=default``)."""
+    import torch
+
+    from .flow import training_loss
+
+    out = {}
+    for mode in modes:
+        flow = flows[FAMILY.get(mode, "dense")][0]
+        fn = functools.partial(training_loss, flow, gradient="relative" if mode == "lu" else mode)
+        out[mode] = torch.compile(fn, dynamic=False) if compile else fn
+    return out
 
 
 def _extra_matrices(modes: list[str]) -> int:
@@ -145,11 +168,15 @@ def run_benchmark(
     budget_s: float = 60.0,
     memory: bool = True,
     progress: bool = True,
+    compile: bool = False,
+    pipelined: int = 0,
 ) -> list[dict[str, Any]]:
-    """Time every mode at every D; returns one record per (D, mode), in the order run."""
+    """Time every mode at every D; returns one record per (D, mode), in the order run. ``compile``: compile each
+    mode's training loss first (its compilation is not timed). ``pipelined`` > 0: also time windows of that many
+    steps run back to back (``pipelined_ms``: the time per step when nothing waits for the device between steps)."""
     import torch
 
-    from .flow import InvertibleMLP, training_loss
+    from .flow import InvertibleMLP
     from .optim import InsufficientMemory, check_training_memory, make_optimizer, resolve_device
 
     dev = resolve_device(device)
@@ -174,7 +201,11 @@ def run_benchmark(
             flows[family] = (flow, make_optimizer(flow.parameters(), "adam", lr=1e-7))
         x = torch.randn(batch_size, d, dtype=dt, device=dev)
 
-        step = _step_timer(flows, x, training_loss, sync)
+        losses = _loss_functions(flows, modes, compile)
+        step = _step_timer(flows, x, losses, sync)
+        if compile:  # compilation (seconds to a minute) is not a step: done before the budget sees a step
+            for mode in modes:
+                step(mode)
 
         active, recs, plan = [], {}, {}
         for mode in modes:
@@ -217,6 +248,8 @@ def run_benchmark(
             rec["median_ms"] = statistics.median(rec["times_ms"])
             rec["min_ms"] = min(rec["times_ms"])
             last[mode] = (d, rec["median_ms"] / 1e3)
+            if pipelined and plan_repeats(rec["median_ms"] / 1e3, 0, pipelined, budget_s) == (0, pipelined):
+                rec["pipelined_ms"] = 1e3 * step(mode, pipelined)
             if memory:
                 flow = flows[FAMILY.get(mode, "dense")][0]
                 flow.zero_grad(set_to_none=True)
@@ -263,7 +296,8 @@ def markdown(result: dict[str, Any]) -> str:
     by = {(r["dim"], r["mode"]): r for r in records}
     lines = [
         f"Median full training step (forward, backward, Adam), ms — B={meta['batch_size']}, depth {meta['depth']}, "
-        f"{meta['dtype']}, {meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}",
+        f"{meta['dtype']}, {meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}"
+        f"{', compiled' if meta.get('compile') else ''}, matmul precision {meta.get('matmul_precision', 'highest')}",
         "",
         "| D | " + " | ".join(modes) + " |",
         "|---:|" + "---:|" * len(modes),
@@ -285,6 +319,14 @@ def markdown(result: dict[str, Any]) -> str:
         "self_normalizing/relative",
         "lu/relative",
     )
+    piped = [m for m in modes if any("pipelined_ms" in r for r in records if r["mode"] == m)]
+    if piped:
+        title = f"Pipelined time per step, ms ({meta.get('pipelined')} steps back to back, no synchronisation between)"
+        lines += ["", title, "", "| D | " + " | ".join(piped) + " |", "|---:|" + "---:|" * len(piped)]
+        for d in dims:
+            got = {m: by[(d, m)]["pipelined_ms"] for m in piped if "pipelined_ms" in by.get((d, m), {})}
+            cells = [f"{got[m]:.3f}" if m in got else "–" for m in piped]
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
     keys = [k for k in wanted if any(k in row for row in result["ratios"])]
     if keys:  # none when nothing was measured (every point skipped)
         lines += ["", "| D | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
@@ -360,6 +402,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the per-mode memory measurement")
     p.add_argument("--no-reuse-memory", action="store_true",
                    help="leave glibc's allocator at its defaults (see relgrad_cli.optim)")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each mode's training loss (compilation not timed), as "
+                        "trainer.compile=default")  # fmt: skip
+    p.add_argument("--matmul-precision", choices=("highest", "high"), default="highest",
+                   help="float32 matmul precision; high: TF32 on GPUs that have it (default: %(default)s)")  # fmt: skip
+    p.add_argument("--pipelined", type=int, default=20, metavar="N",
+                   help="also time N steps back to back without synchronising between them; 0: off "
+                        "(default: %(default)s)")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/bench/<timestamp>)")
     return p
 
@@ -375,10 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"relgrad-bench: error: {', '.join(problems)}: must be positive", file=sys.stderr)
         return 2
+    if args.pipelined < 0:
+        print(f"relgrad-bench: error: --pipelined {args.pipelined}: must be 0 (off) or a step count", file=sys.stderr)
+        return 2
     import torch
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     from .optim import resolve_device, reuse_freed_memory
 
     reused = reuse_freed_memory() if not args.no_reuse_memory else False
@@ -395,12 +449,13 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name,
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
         "repeats": args.repeats, "warmup": args.warmup, "budget_s": args.budget, "reuse_memory": reused,
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"), "compile": args.compile,
+        "matmul_precision": args.matmul_precision, "pipelined": args.pipelined,
     }  # fmt: skip
     started = time.perf_counter()
     records = run_benchmark(args.dims, args.modes, batch_size=args.batch_size, depth=args.depth, dtype=args.dtype,
                             device=str(dev), repeats=args.repeats, warmup=args.warmup, budget_s=args.budget,
-                            memory=not args.no_memory)  # fmt: skip
+                            memory=not args.no_memory, compile=args.compile, pipelined=args.pipelined)  # fmt: skip
     meta["seconds"] = time.perf_counter() - started
     result = {"meta": meta, "points": records, **summarize(records, args.fit_min_dim)}
     from .tracking import write_json_atomic

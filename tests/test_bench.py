@@ -113,3 +113,27 @@ def test_training_memory_estimate(monkeypatch):
     with pytest.raises(InsufficientMemory, match=r"^D=100000, depth 2, float32 needs about 320 GB .* has 1.0 GB"):
         check_training_memory(100000, 2, "float32", 100, "cpu", advice="x")
     assert check_training_memory(8, 2, "float32", 100, "cpu") > 0  # fits
+
+
+def test_pipelined_and_compiled_steps_are_timed(tmp_path):
+    """--compile compiles each mode's loss before timing, --pipelined N times N steps back to back, and
+    --matmul-precision is recorded and restored; the pipelined table is in bench.md."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    args = ["--dims", "8", "--modes", "relative", "no_logdet", "--repeats", "2", "--warmup", "1", "--no-memory"]
+    assert main([*args, "--compile", "--pipelined", "3", "--matmul-precision", "high", "--out", str(tmp_path)]) == 0
+    torch.set_float32_matmul_precision(before)
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["meta"]["compile"] is True and result["meta"]["matmul_precision"] == "high"
+    assert all(p["status"] == "ok" and p["pipelined_ms"] > 0 for p in result["points"])
+    md = (tmp_path / "bench.md").read_text()
+    assert "compiled, matmul precision high" in md
+    assert "Pipelined time per step, ms (3 steps back to back" in md and "| 8 | " in md.split("Pipelined")[1]
+
+
+def test_no_pipelined_window_when_off_or_over_budget():
+    (rec,) = run_benchmark([8], ["relative"], repeats=2, warmup=1, memory=False, progress=False, pipelined=0)
+    assert "pipelined_ms" not in rec
+    (rec,) = run_benchmark([8], ["relative"], repeats=2, warmup=1, memory=False, progress=False, pipelined=10**9)
+    assert "pipelined_ms" not in rec  # 10⁹ steps do not fit the 60 s budget
