@@ -563,7 +563,15 @@ def compiled_loss(flow: torch.nn.Module, mode: str) -> Callable[[torch.Tensor], 
         return flow.training_loss
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
-    return torch.compile(flow.training_loss, mode=None if mode == "default" else mode, dynamic=False)
+    compiled = torch.compile(flow.training_loss, mode=None if mode == "default" else mode, dynamic=False)
+    if mode == "default":
+        return compiled
+
+    def graphed(x: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: the graph's previous outputs may be overwritten
+        return compiled(x)
+
+    return graphed
 
 
 def fit(

@@ -96,16 +96,17 @@ def test_a_compiled_step_traces_whole_and_gives_the_eager_gradients():
 
 
 def test_fit_with_compile_follows_the_eager_run(tmp_path):
-    """trainer.compile=default: the compiled full batches and the eager last partial one (1995 rows, batches of
-    10) train to the eager run's weights in float64."""
+    """trainer.compile=default and reduce-overhead (on the CPU: no CUDA graph, the same compiled code): the compiled
+    full batches and the eager last partial one (995 rows, batches of 10) train to the eager run's weights."""
     runs = {}
-    for mode in ("none", "default"):
+    for mode in ("none", "default", "reduce-overhead"):
         flow, train, val = _problem(dtype=torch.float64)
         state = _fit(flow, train[:995], val, tmp_path / mode, compile=mode, max_epochs=2)
         runs[mode] = (state, flow.state_dict())
-    assert runs["none"][0].step == runs["default"][0].step == 200
-    for k, v in runs["none"][1].items():
-        torch.testing.assert_close(runs["default"][1][k], v, rtol=1e-9, atol=1e-11, msg=k)
+    for mode in ("default", "reduce-overhead"):
+        assert runs["none"][0].step == runs[mode][0].step == 200
+        for k, v in runs["none"][1].items():
+            torch.testing.assert_close(runs[mode][1][k], v, rtol=1e-9, atol=1e-11, msg=f"{mode}: {k}")
 
 
 def test_evaluation_computes_each_log_det_once_in_float64(monkeypatch):
