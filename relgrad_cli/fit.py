@@ -426,39 +426,40 @@ def _gather_strided(mine: torch.Tensor, n: int, dist: Dist) -> torch.Tensor:
 class DivergenceGuard:
     """Non-finite losses and gradients caught on the device, without a host read per step.
 
-    Every step, on the device: the global gradient norm (the clipping norm when ``grad_clip`` > 0, computed after
-    the data-parallel reduction, so the same in every process) and the step's loss are tested for finiteness; the
-    first step where either is non-finite, and which, are kept in two sticky device scalars (``torch.where``). From
-    that step on the optimizer skips its updates: a fused optimizer takes the sticky flag as its ``found_inf``
-    tensor (the mechanism of AMP's GradScaler) and skips on the device; any other optimizer is skipped by reading
-    the flag before its step (one host read per step, the price of an unfused optimizer). The host learns of it at
-    the next read (:meth:`first_bad`), and the weights are still the last good ones. Only a non-finite gradient
-    skips updates: it is the same in every process, a loss is per process."""
+    Per step, on the device, in five small operations: one fused pass over the (reduced) gradients sets a sticky
+    flag at the first non-finite entry (``torch._amp_foreach_non_finite_check_and_unscale_`` with scale 1, the check
+    of AMP's GradScaler), and counters record how many steps ran with that flag set and how many ran before the
+    first non-finite loss. From the first non-finite gradient on the optimizer skips its updates: a fused
+    optimizer takes the flag as its ``found_inf`` tensor and skips on the device; any other optimizer is skipped by
+    reading the flag before its step (one host read per step, the price of an unfused optimizer). At a read point
+    :meth:`tensors` turns the counters into the first bad step and which of the two it was: the weights are still
+    those of the step before it. The gradient flag is the same in every process of a data-parallel run (it is
+    taken after the reduction), so all of them skip alike; a loss is per process and only reported."""
 
-    LOSS, GRADIENT = 1, 2
+    LOSS, GRADIENT = 1.0, 2.0
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grad_clip: float,
-                 device: torch.device):  # fmt: skip
-        self.optimizer, self.params, self.grad_clip = optimizer, params, grad_clip
+                 device: torch.device, start: int):  # fmt: skip
+        self.optimizer, self.params, self.grad_clip, self.start = optimizer, params, grad_clip, start
         self.on_device = bool(optimizer.defaults.get("fused")) and getattr(optimizer, "_step_supports_amp_scaling",
                                                                            False)  # fmt: skip
-        self.step = torch.zeros((), dtype=torch.int64, device=device)  # the first bad step; 0: none
-        self.what = torch.zeros((), dtype=torch.int64, device=device)  # LOSS or GRADIENT
-        self.skip = torch.zeros((), dtype=torch.float32, device=device)  # 1 from the first bad gradient on
+        f32, f64 = dict(dtype=torch.float32, device=device), dict(dtype=torch.float64, device=device)
+        self.skip = torch.zeros((), **f32)  # 1 from the first non-finite gradient on
+        self.one = torch.ones((), **f32)
+        self.skipped = torch.zeros((), **f64)  # steps run with skip set
+        self.loss_ok = torch.ones((), **f32)  # 1 until the first non-finite loss
+        self.loss_ok_steps = torch.zeros((), **f64)  # steps run before it
 
-    def check(self, loss: torch.Tensor, step: int) -> None:
-        """After the (reduced) backward of ``step``, before the optimizer: test, record, clip, arm the skip."""
+    def check(self, loss: torch.Tensor) -> None:
+        """After the (reduced) backward, before the optimizer: test, count, clip, arm the skip."""
         grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.skip, self.one)
         if self.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        else:
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.step.device)
-        grad_bad = ~torch.isfinite(norm)
-        loss_bad = ~torch.isfinite(loss.detach())
-        new = (loss_bad | grad_bad) & (self.step == 0)
-        self.what = torch.where(new, torch.where(loss_bad, self.LOSS, self.GRADIENT), self.what)
-        self.step = torch.where(new, step, self.step)
-        self.skip = torch.maximum(self.skip, grad_bad.float())
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.skipped.add_(self.skip)
+        self.loss_ok.mul_(torch.isfinite(loss))
+        self.loss_ok_steps.add_(self.loss_ok)
         if self.on_device:
             self.optimizer.found_inf = self.skip
 
@@ -467,16 +468,21 @@ class DivergenceGuard:
         if self.on_device or not bool(self.skip):
             self.optimizer.step()
 
-    def first_bad(self, values: list[float] | None = None) -> tuple[int, str] | None:
-        """(step, "training loss" or "gradient") of the first non-finite one, or None (reads the device unless the
-        ``values`` of :meth:`tensors` were read already)."""
-        step, what = values if values is not None else (int(self.step), int(self.what))
+    def tensors(self, step: int) -> list[torch.Tensor]:
+        """[first bad step (0: none), LOSS or GRADIENT] as float64 device scalars, after ``step`` steps in all."""
+        never = torch.full((), math.inf, dtype=torch.float64, device=self.skip.device)
+        grad_first = torch.where(self.skipped > 0, step - self.skipped + 1, never)
+        loss_first = torch.where(self.loss_ok == 0, self.start + self.loss_ok_steps + 1, never)
+        first = torch.minimum(grad_first, loss_first)
+        what = torch.where(loss_first <= grad_first, self.LOSS, self.GRADIENT)
+        return [torch.where(first.isinf(), 0.0, first), what.double()]
+
+    @classmethod
+    def described(cls, step: float, what: float) -> tuple[int, str] | None:
+        """(step, "training loss" or "gradient") of the first non-finite one, or None, from :meth:`tensors`' values."""
         if not step:
             return None
-        return int(step), "training loss" if int(what) == self.LOSS else "gradient"
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [self.step.double(), self.what.double()]
+        return int(step), "training loss" if what == cls.LOSS else "gradient"
 
     def close(self) -> None:
         if hasattr(self.optimizer, "found_inf"):
@@ -637,7 +643,7 @@ def fit(
     full_share = len(range(dist.rank, batch_size, dist.world))  # this process's rows of a full batch
     precision_before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(matmul_precision)
-    guard = DivergenceGuard(optimizer, params, grad_clip, device)
+    guard = DivergenceGuard(optimizer, params, grad_clip, device, start=state.step)
     timer = StepTimer(device)
     reducer = GradientReducer(params, dist)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # logged losses since the last train record
@@ -705,9 +711,9 @@ def fit(
         if len(state.step_ms) > 2 * STEP_TIMES_KEPT:
             del state.step_ms[:-STEP_TIMES_KEPT], state.step_cpu_ms[:-STEP_TIMES_KEPT]
         flags = loss_sum.new_tensor([float(stop.signum if stopping else 0), float(late)])
-        values = _agree(torch.cat([loss_sum[None], *(t[None] for t in guard.tensors()), flags]), dist)
+        values = _agree(torch.cat([loss_sum[None], *(t[None] for t in guard.tensors(state.step)), flags]), dist)
         total, bad_step, bad_what, signum, late_flag = values
-        bad = guard.first_bad([int(bad_step), int(bad_what)])
+        bad = guard.described(bad_step, bad_what)
         if bad is not None:
             raise DivergenceError(_diverged(bad[1], bad[0], epoch, last_path))
         if signum and stop.received is None:  # another process's signal
@@ -746,7 +752,7 @@ def fit(
                     optimizer.zero_grad(set_to_none=True)
                     loss = backward(rows, local)  # forward, backward; the reduction overlaps it
                     reducer.wait()
-                    guard.check(loss, state.step + 1)  # on the device: non-finite?, clip, skip from then on
+                    guard.check(loss)  # on the device: non-finite?, clip, skip from then on
                     guard.optimizer_step()
                     if schedule is not None:
                         schedule.step()
