@@ -5,4 +5,4 @@ INITS: tuple[str, ...] = ("orthogonal", "identity", "data")
 ACTIVATIONS: tuple[str, ...] = ("slrelu", "slrelu_learned", "spline")
 FINAL_ACTIVATIONS: tuple[str, ...] = ("none", "slrelu_learned", "spline")
 DENSE: tuple[str, ...] = ("full", "lu")
-COMPILE_MODES: tuple[str, ...] = ("none", "default", "reduce-overhead")  # trainer.compile: fit.compiled_loss
+COMPILE_MODES: tuple[str, ...] = ("none", "default", "reduce-overhead")  # trainer.compile: fit.CompiledLoss

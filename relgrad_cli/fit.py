@@ -43,6 +43,7 @@ import os
 import re
 import signal
 import statistics
+import sys
 import threading
 import time
 import warnings
@@ -560,24 +561,41 @@ class GradientReducer:
         self.handles = []
 
 
-def compiled_loss(flow: torch.nn.Module, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``flow.training_loss``, compiled by ``torch.compile`` unless ``mode`` is ``none``: ``default`` (Inductor
-    fuses the element-wise work of forward and backward), ``reduce-overhead`` (also captures the step in a CUDA
-    graph on a GPU; the same as ``default`` on the CPU). The loop calls it on full batches only, so its shapes never
-    change; a last partial batch runs eagerly."""
-    if mode == "none":
-        return flow.training_loss
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
-    compiled = torch.compile(flow.training_loss, mode=None if mode == "default" else mode, dynamic=False)
-    if mode == "default":
-        return compiled
+class CompiledLoss:
+    """``flow.training_loss``, compiled by ``torch.compile`` (``mode``: ``default``: Inductor fuses the element-wise
+    work of forward and backward; ``reduce-overhead``: also captures the step in a CUDA graph on a GPU, the same as
+    ``default`` on the CPU). The loop calls it on full batches only, so its shapes never change (a last partial batch
+    runs eagerly: :attr:`eager`). Compilation happens at the first call; if it fails (no C++ compiler for the CPU
+    backend, no Triton for the GPU one, an operation the compiler does not support), one line on stderr says why
+    and training goes on uncompiled."""
 
-    def graphed(x: torch.Tensor) -> torch.Tensor:
-        torch.compiler.cudagraph_mark_step_begin()  # a new step: the graph's previous outputs may be overwritten
-        return compiled(x)
+    def __init__(self, flow: torch.nn.Module, mode: str):
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode {mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
+        self.eager: Callable[[torch.Tensor], torch.Tensor] = flow.training_loss
+        self.mode = mode
+        self.compiled = None if mode == "none" else torch.compile(
+            flow.training_loss, mode=None if mode == "default" else mode, dynamic=False
+        )  # fmt: skip
+        self.ready = False
 
-    return graphed
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None:
+            return self.eager(x)
+        if self.mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the graph's previous outputs may be overwritten
+        if self.ready:
+            return self.compiled(x)
+        try:
+            loss = self.compiled(x)
+        except Exception as err:  # the compiler's failure (an error of the model itself recurs just below)
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            print(f"warning: trainer.compile={self.mode} failed ({type(err).__name__}: {reason}); training "
+                  "without compilation", file=sys.stderr, flush=True)  # fmt: skip
+            self.compiled = None
+            return self.eager(x)
+        self.ready = True
+        return loss
 
 
 def fit(
@@ -619,7 +637,7 @@ def fit(
     displaced or raises :class:`Preempted`) atomically, ``checkpoint_extra`` included; only the main process
     writes, and never non-finite weights. A non-finite training loss or gradient raises :class:`DivergenceError`
     naming the step it happened at (see :class:`DivergenceGuard`); ``grad_clip`` > 0 clips the global gradient
-    norm. ``compile`` (:data:`COMPILE_MODES`) compiles the training loss (:func:`compiled_loss`);
+    norm. ``compile`` (:data:`COMPILE_MODES`) compiles the training loss (:class:`CompiledLoss`);
     ``matmul_precision`` (``highest`` or ``high``: TF32 on GPUs that have it) applies to training only, evaluation
     always runs full precision. Returns the final state (``stopped_by`` says why it ended); pass ``state`` (with
     ``generator`` restored) to continue a resumed run. In data-parallel runs each process prints how many training
@@ -639,7 +657,7 @@ def fit(
     best_path, last_path = checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"
     params = [p for p in flow.parameters() if p.requires_grad]
     show = progress and dist.main
-    loss_of_batch = compiled_loss(flow, compile)
+    loss_of_batch = CompiledLoss(flow, compile)
     full_share = len(range(dist.rank, batch_size, dist.world))  # this process's rows of a full batch
     precision_before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(matmul_precision)
@@ -695,7 +713,7 @@ def fit(
             loss = flow.training_loss(train[rows[:1]]) * 0.0
         else:
             batch = train[local]
-            loss = loss_of_batch(batch) if local.numel() == full_share else flow.training_loss(batch)
+            loss = loss_of_batch(batch) if local.numel() == full_share else loss_of_batch.eager(batch)
             if dist.world > 1:
                 loss = loss * (local.numel() / rows.numel())
         loss.backward()

@@ -164,3 +164,26 @@ def test_training_matmul_precision_is_set_for_training_and_evaluation_runs_at_fu
     assert torch.get_float32_matmul_precision() == before
     with full_precision():
         assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_a_compiler_that_fails_leaves_one_line_and_training_goes_on_uncompiled(monkeypatch, capsys, tmp_path):
+    """As without a C++ compiler: the first compiled call fails; fit() says so in one line and trains eagerly, to
+    the eager run's weights."""
+
+    def no_compiler(fn, **kwargs):
+        def broken(x):
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\n  no such file: g++")
+
+        return broken
+
+    flow, train, val = _problem(dtype=torch.float64)
+    _fit(flow, train[:500], val, tmp_path / "eager")
+    eager = flow.state_dict()
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    flow, train, val = _problem(dtype=torch.float64)
+    _fit(flow, train[:500], val, tmp_path / "broken", compile="default")
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == ["warning: trainer.compile=default failed (RuntimeError: InductorError: CppCompileError: C++ compile "
+                   "error no such file: g++); training without compilation"]  # fmt: skip
+    for k, v in eager.items():
+        assert torch.equal(flow.state_dict()[k], v), k
