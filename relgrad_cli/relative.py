@@ -54,6 +54,8 @@ Modes (``GRADIENT_MODES``):
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -68,6 +70,15 @@ def check_gradient_mode(mode: str) -> str:
     return mode
 
 
+def _signature_cached(cls: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """Class decorator: torch's ``Function.apply`` binds the arguments to ``inspect.signature(cls.forward)`` on every
+    call, and computing a signature costs about 10 µs (≈ 8 % of a small step with three such calls). inspect
+    returns a function's ``__signature__`` as it is, so it is computed once here."""
+    cls.forward.__signature__ = inspect.signature(cls.forward)
+    return cls
+
+
+@_signature_cached
 class RelativeAffine(torch.autograd.Function):
     """(x, W, b) ↦ (y = x Wᵀ + b, ld = 0) whose backward returns the relative gradients R_W and R_b.
 
@@ -129,6 +140,7 @@ def _host_scalar(c: torch.Tensor) -> float | None:
         return None
 
 
+@_signature_cached
 class SelfNormalizingAffine(torch.autograd.Function):
     """(x, W, b, R) ↦ (y = x Wᵀ + b, ld = 0) whose backward returns the self-normalizing gradients of the module
     docstring: G_W = gyᵀ x + c Rᵀ, g_b = gyᵀ 1, G_R = −gxᵀ (y − b) − c Wᵀ, and gx = gy W for the layer below.
@@ -160,6 +172,7 @@ class SelfNormalizingAffine(torch.autograd.Function):
         return (gx if ctx.needs_input_grad[0] else None), gw, gb, gr
 
 
+@_signature_cached
 class LULogAbsDet(torch.autograd.Function):
     """W ↦ log|det W| from an LU factorisation; backward c·W⁻ᵀ by solving X Wᵀ = I with the same factors.
 
@@ -216,6 +229,7 @@ def softplus(y: torch.Tensor) -> torch.Tensor:
     return F.softplus(y, threshold=40.0)
 
 
+@_signature_cached
 class SmoothLeakyReLU(torch.autograd.Function):
     """y ↦ (σ(y), Σ_i log σ′(y_i)) fused, with a hand-written backward.
 
