@@ -225,11 +225,12 @@ class InvertibleMLP(nn.Module):
     # -- helpers ---------------------------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
-        return self.layers[0].weight.dtype
+        """The parameters' dtype (read off a parameter: an LU layer's ``weight`` is an O(D³) product)."""
+        return next(self.layers[0].parameters()).dtype
 
     @property
     def device(self) -> torch.device:
-        return self.layers[0].weight.device
+        return next(self.layers[0].parameters()).device
 
     def _validate(self, x: torch.Tensor, what: str = "data") -> torch.Tensor:
         if not isinstance(x, torch.Tensor):

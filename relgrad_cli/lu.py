@@ -73,8 +73,10 @@ class LULinear(nn.Module):
         return (lower @ upper)[self.perm]
 
     def forward(self, x: torch.Tensor, mode: str = "autograd_logdet") -> tuple[torch.Tensor, torch.Tensor]:
-        lower, upper = self.factors()
-        h = (x @ upper.mT) @ lower.mT  # x Uᵀ Lᵀ = x (L U)ᵀ
+        # x Uᵀ Lᵀ = x (L U)ᵀ with the diagonals applied element-wise: U = N + diag(s), L = M + I with N, M the strict
+        # triangles, so x Uᵀ = x Nᵀ + x ⊙ s and h Lᵀ = h Mᵀ + h (no D×D identity or diagonal matrix is built)
+        h = torch.addcmul(x @ self.upper.triu(1).mT, x, self.sign * self.log_s.exp())
+        h = torch.addmm(h, h, self.lower.tril(-1).mT)
         y = h[:, self.perm]  # (P L U x)_i = (L U x)_{perm[i]}
         if self.bias is not None:
             y = y + self.bias

@@ -131,7 +131,27 @@ def test_zuko_wrapper_adds_an_exact_standardisation(kind):
         assert float(torch.linalg.slogdet(jac).logabsdet) == pytest.approx(-float(flow.log_scale.sum()))
     loss = flow.training_loss(x)
     assert float(loss.detach()) == pytest.approx(-float(expected.mean()))
-    assert flow.sample(5, generator=torch.Generator().manual_seed(0)).shape == (5, 3)
+    state = torch.get_rng_state()
+    a = flow.sample(5, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (5, 3) and torch.equal(torch.get_rng_state(), state)  # the global generator is untouched
+    assert torch.equal(flow.sample(5, generator=torch.Generator().manual_seed(0)), a)
     with pytest.raises(ValueError, match=r"shape \(batch, 3\)"):
         flow.log_prob(torch.zeros(2, 4, dtype=f64))
     assert math.isfinite(float(loss.detach()))
+
+
+def test_an_lu_training_step_never_forms_w(monkeypatch):
+    """W = P L U is an O(D³) product: the step (and the flow's dtype and device) must not form it."""
+    torch.manual_seed(0)
+    flow = InvertibleMLP(6, 2, dense="lu", final_activation="spline", dtype=f64)
+    x = torch.randn(10, 6, dtype=f64)
+    expected = float(flow.training_loss(x).detach())
+
+    def forbidden(self):
+        raise AssertionError("LULinear.weight formed in a training step")
+
+    monkeypatch.setattr(LULinear, "weight", property(forbidden))
+    assert flow.dtype == f64 and flow.device.type == "cpu"
+    loss = flow.training_loss(x)
+    loss.backward()
+    assert float(loss.detach()) == expected
