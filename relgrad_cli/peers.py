@@ -96,10 +96,16 @@ class ZukoFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n samples (zuko draws from torch's global generator; ``generator`` seeds it when given)."""
-        if generator is not None:
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        u = self.flow().sample((n,))
+        """n samples. zuko draws from torch's global generator; with ``generator``, the draw runs on a fork of the
+        global state seeded from it, so the same generator gives the same samples and the global state is left as
+        it was."""
+        if generator is None:
+            u = self.flow().sample((n,))
+        else:
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                u = self.flow().sample((n,))
         return u * torch.exp(self.log_scale) + self.shift
 
     def config(self) -> dict[str, Any]:
