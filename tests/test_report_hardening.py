@@ -114,6 +114,29 @@ def test_sweep_lists_failed_jobs_with_their_reason(tmp_path, capsys):
                                            "no summary (failed?)"]  # fmt: skip
 
 
+def test_a_reason_with_a_bar_stays_in_its_cell(tmp_path, capsys):
+    _job(tmp_path / "0", ["data.dim=16"], _summary(16, 0, 1.0))
+    failed = _job(tmp_path / "1", ["data.dim=32"])
+    (failed / "error.txt").write_text("model.activation='a|b' is not allowed\n")
+    assert main(["sweep", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "failed:" in line and line.startswith("|"))
+    assert "failed: model.activation='a\\|b' is not allowed" in row
+    assert len(row.replace("\\|", "").split("|")) == len(
+        next(ln for ln in out.splitlines() if ln.startswith("|")).split("|")
+    )
+
+
+def test_a_metrics_line_that_is_not_a_record_is_named(tmp_path, capsys):
+    run = _job(tmp_path / "run", ["data.dim=16"], _summary(16, 0, 1.0), curve=True)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write("[1]\n")
+    assert main(["curves", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'metrics.jsonl'}:4 is a JSON list, not a record (an object); the file is damaged" in err
+    assert "Traceback" not in err
+
+
 # ---------------------------------------------------------------------------------------------- memory before model
 
 

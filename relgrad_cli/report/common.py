@@ -90,7 +90,7 @@ def to_markdown(header: list[str], rows: list[list[Any]]) -> str:
     """A markdown table (pipe format) of ``rows`` under ``header``, every value written by :func:`cell`; columns of
     numbers are right-aligned."""
     align = ["right" if _numeric([row[i] for row in rows]) else "left" for i in range(len(header))]
-    frame = _frame(header, [[cell(v) for v in row] for row in rows])
+    frame = _frame(header, [[cell(v).replace("|", "\\|") for v in row] for row in rows])  # a | would end the cell
     return frame.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
 
 

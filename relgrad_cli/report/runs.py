@@ -156,7 +156,7 @@ def read_error(folder: Path) -> str | None:
 
 def read_validation(folder: Path) -> list[dict[str, Any]]:
     """The ``metrics.jsonl`` rows with split "val" and a numeric ``ll``, in file order; empty without the file.
-    Raises ReportError naming the first line that is not JSON."""
+    Raises ReportError naming the first line that is not a JSON object."""
     file = Path(folder) / METRICS_FILE
     if not file.is_file():
         return []
@@ -168,6 +168,9 @@ def read_validation(folder: Path) -> list[dict[str, Any]]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             raise ReportError(f"{file}:{n} is not a JSON line; the file is damaged") from None
+        if not isinstance(rec, dict):
+            raise ReportError(f"{file}:{n} is a JSON {type(rec).__name__}, not a record (an object); the file is "
+                              "damaged")  # fmt: skip
         if rec.get("split") == "val" and number(rec.get("ll")) is not None:
             records.append(rec)
     return records
