@@ -152,20 +152,17 @@ class _StopSignals:
         self.received = self.own = signum
         self._frame = frame
 
-    def agree(
-        self, dist: Dist, device: torch.device | None = None, diverged: bool = False, out_of_time: bool = False
-    ) -> tuple[bool, bool, bool]:
-        """(stop on a signal, stop on divergence, stop on the time budget): whether this process got a signal, saw
-        ``diverged`` or ran out of time — or, data parallel, whether any process did. Every process calls this at
-        the same points (one all-reduce), so they all take the same decision at the same step."""
+    def agree(self, dist: Dist, device: torch.device | None = None) -> bool:
+        """Whether to stop on a signal: this process got one or, data parallel, any process did. Every process
+        calls this at the same points (one all-reduce), so they all take the same decision at the same step."""
         if dist.world == 1:
-            return self.received is not None, diverged, out_of_time
-        flags = torch.tensor([self.received or 0, int(diverged), int(out_of_time)], dtype=torch.int64, device=device)
+            return self.received is not None
+        flags = torch.tensor([self.received or 0], dtype=torch.int64, device=device)
         _all_reduce(flags, op="max")
-        signum, bad, late = (int(v) for v in flags.tolist())
+        signum = int(flags)
         if signum and self.received is None:
             self.received = signum
-        return bool(signum), bool(bad), bool(late)
+        return bool(signum)
 
     @property
     def signum(self) -> int:
@@ -809,7 +806,7 @@ def fit(
                         validate(epoch)
                 elif out_of_time:  # mid-epoch: validate here; last.pt continues this epoch exactly
                     validate(epoch)
-                if stop.agree(dist, device)[0]:  # a signal that arrived during the evaluation
+                if stop.agree(dist, device):  # a signal that arrived during the evaluation
                     save_last()
                     stop.stop(state.step, last_path)
     finally:
