@@ -101,6 +101,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str], list[str]]] = [
     ("unknown prior", _nothing, ["model.prior=cauchy"], ["model.prior='cauchy'", "laplace"]),
     ("unknown gradient", _nothing, ["optim.gradient=natural"], ["natural", "relative"]),
     ("wrong type", _nothing, ["trainer.max_epochs=many"], ["many", "max_epochs"]),
+    ("unknown compile mode", _nothing, ["trainer.compile=fast"], ["trainer.compile='fast'", "reduce-overhead"]),
+    ("unknown matmul precision", _nothing, ["trainer.matmul_precision=medium"], ["medium", "highest"]),
 ]
 
 

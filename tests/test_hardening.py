@@ -19,6 +19,7 @@ from test_train import make_cfg
 
 from relgrad_cli.config import ConfigError
 from relgrad_cli.data import DatasetError, load_dataset
+from relgrad_cli.tracking import NullTracker
 from relgrad_cli.train import run
 
 BIN = Path(sys.executable).parent
@@ -191,7 +192,7 @@ def test_two_quick_sigints_exit_130_with_one_line_and_no_traceback(tmp_path):
     torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)  # a whole checkpoint either way
 
 
-class _Interrupt:
+class _Interrupt(NullTracker):
     """A tracker that sends this process SIGINT ``times`` times when step ``step`` is logged, if fit's handler is in
     place (Python's default one would raise KeyboardInterrupt at the first: a test could pass for the wrong reason,
     or stop pytest). A short sleep after each lets the handler run before the next one is sent."""
@@ -207,15 +208,6 @@ class _Interrupt:
                 self.sent += 1
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)
-
-    def summary(self, summary):
-        pass
-
-    def image(self, key, path):
-        pass
-
-    def finish(self, exit_code=0):
-        pass
 
 
 def test_a_second_sigint_while_the_first_is_handled_stops_at_once(tmp_path):

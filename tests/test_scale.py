@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from relgrad_cli.tracking import NullTracker
+
 BIN = Path(sys.executable).parent
 TINY = ["data.dim=4", "data.n_val=100", "data.n_test=100", "trainer.dtype=float64", "logger=none",
         "trainer.progress=false"]  # fmt: skip
@@ -171,7 +173,6 @@ def _fit(tmp_path: Path, train: torch.Tensor | None = None, prepare=None, fused:
     ``prepare(flow)`` runs first; ``fused``: torch's fused Adam (it skips a bad step on the device)."""
     from relgrad_cli.fit import fit
     from relgrad_cli.flow import InvertibleMLP
-    from relgrad_cli.tracking import NullTracker
 
     torch.manual_seed(0)
     flow = InvertibleMLP(4, 2, prior="laplace", dtype=torch.float64)
@@ -252,7 +253,7 @@ def test_a_non_finite_gradient_is_reported_at_its_step_and_never_applied(grad_cl
     assert all(torch.equal(a, b) for a, b in zip(weights[76], flows[0].parameters(), strict=True))
 
 
-class _SignalAt:
+class _SignalAt(NullTracker):
     """A tracker that sends this process ``signum`` when the step ``step`` is logged, unless its default action
     (terminate) is in place (a failing test must not kill pytest), and records the handler installed for ``watch``
     then."""
@@ -265,15 +266,6 @@ class _SignalAt:
             self.handler_seen = signal.getsignal(self.watch)
             if self.signum is not None and signal.getsignal(self.signum) != signal.SIG_DFL:
                 os.kill(os.getpid(), self.signum)
-
-    def summary(self, summary):
-        pass
-
-    def image(self, key, path):
-        pass
-
-    def finish(self, exit_code=0):
-        pass
 
 
 @pytest.fixture
